@@ -1,0 +1,171 @@
+//! The AUTHORIZATION state (RFC 1939 §4, §7): the client says who it is.
+//!
+//! Commands: `USER name`, `PASS password`, `QUIT`, `CAPA` (RFC 2449).
+//!
+//! The state ends with a PASS that is right *and* gets the maildrop's exclusive lock (on to
+//! TRANSACTION), with QUIT (the connection closes and nothing changes), or with a dropped
+//! connection or the idle timer. A wrong password, or a maildrop that another session holds,
+//! leaves the client here to try again.
+
+use std::thread;
+use std::time::Duration;
+
+use crate::capa::capa;
+use crate::command::Command;
+use crate::maildrop::{Maildrop, OpenError, Store};
+use crate::protocol::Reply;
+use crate::users::{Users, check_name};
+
+/// Commands that belong to TRANSACTION, to tell a client that sends one here to log in first.
+const TRANSACTION_COMMANDS: &[&str] = &[
+    "STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "TOP", "UIDL",
+];
+
+/// What one AUTHORIZATION command leads to.
+pub enum Outcome {
+    /// Reply and stay in AUTHORIZATION.
+    Stay(Reply),
+    /// Reply `+OK` and go on to TRANSACTION with this user's locked maildrop.
+    LoggedIn {
+        reply: Reply,
+        user: String,
+        maildrop: Box<dyn Maildrop>,
+    },
+    /// Reply and close the connection: QUIT here never enters UPDATE (RFC 1939 §6).
+    Quit(Reply),
+}
+
+/// The AUTHORIZATION state of one session.
+pub struct Authorization<'a> {
+    users: &'a Users,
+    store: &'a dyn Store,
+    /// How long a wrong PASS waits before its reply, to make guessing slow.
+    failure_delay: Duration,
+    /// The name from a USER just accepted; PASS must come next (RFC 1939 §7).
+    user: Option<String>,
+}
+
+impl<'a> Authorization<'a> {
+    pub fn new(users: &'a Users, store: &'a dyn Store, failure_delay: Duration) -> Self {
+        Authorization {
+            users,
+            store,
+            failure_delay,
+            user: None,
+        }
+    }
+
+    // ANCHOR: dispatch
+    /// Answers one command.
+    pub fn handle(&mut self, cmd: &Command) -> Outcome {
+        // PASS is only valid right after USER: any other command forgets the name.
+        let pending_user = self.user.take();
+        match cmd.keyword.as_str() {
+            "USER" => Outcome::Stay(self.user(cmd)),
+            "PASS" => self.pass(cmd, pending_user),
+            "QUIT" => quit(cmd),
+            "CAPA" => Outcome::Stay(capa(cmd)),
+            other => Outcome::Stay(not_here(other)),
+        }
+    }
+    // ANCHOR_END: dispatch
+
+    // ANCHOR: user
+    /// ```text
+    /// USER name
+    ///   +OK   (always, for a well-formed name: see below)
+    ///   -ERR  the name cannot be a user name at all
+    /// ```
+    /// RFC 1939 §7, §13. The reply is the same whether or not the user exists; only PASS tells
+    /// right from wrong, so a stranger cannot probe for valid names one USER at a time.
+    fn user(&mut self, cmd: &Command) -> Reply {
+        if let Err(e) = cmd.expect_args(1, 1, "USER name") {
+            return Reply::Err(e);
+        }
+        let name = &cmd.args[0];
+        if let Err(e) = check_name(name) {
+            return Reply::Err(e);
+        }
+        self.user = Some(name.clone());
+        Reply::Ok(format!("now send PASS with the password for {name}"))
+    }
+    // ANCHOR_END: user
+
+    // ANCHOR: pass
+    /// ```text
+    /// PASS password
+    ///   +OK   logged in; maildrop locked (now in TRANSACTION)
+    ///   -ERR [AUTH]      wrong name or password
+    ///   -ERR [IN-USE]    right password, but another session has the maildrop
+    ///   -ERR [SYS/TEMP]  / [SYS/PERM]   the maildrop could not be opened
+    /// ```
+    /// RFC 1939 §7: the password is the rest of the line, spaces included. RFC 1939 §4: the
+    /// maildrop is locked before `+OK`, and a failure leaves no lock behind.
+    fn pass(&mut self, cmd: &Command, pending_user: Option<String>) -> Outcome {
+        let Some(name) = pending_user else {
+            return Outcome::Stay(Reply::Err(
+                "PASS must come right after USER: send USER name first".into(),
+            ));
+        };
+        if !self.users.check_password(&name, &cmd.rest) {
+            // One reply for "no such user" and "wrong password" (RFC 3206 §5 [AUTH]).
+            thread::sleep(self.failure_delay);
+            return Outcome::Stay(Reply::Err(
+                "[AUTH] wrong user name or password; start again with USER".into(),
+            ));
+        }
+        match self.store.open_maildrop(&name) {
+            Ok(maildrop) => {
+                let messages = maildrop.messages();
+                let octets: u64 = messages.iter().map(|m| m.size).sum();
+                let reply = Reply::Ok(format!(
+                    "{name}'s maildrop has {} messages ({octets} octets)",
+                    messages.len()
+                ));
+                Outcome::LoggedIn {
+                    reply,
+                    user: name,
+                    maildrop,
+                }
+            }
+            Err(OpenError::InUse) => Outcome::Stay(Reply::Err(format!(
+                "[IN-USE] {name}'s maildrop is in use by another session; try again when it has ended"
+            ))),
+            Err(OpenError::Temporary(why)) => {
+                Outcome::Stay(Reply::Err(format!("[SYS/TEMP] {why}; try again later")))
+            }
+            Err(OpenError::Permanent(why)) => Outcome::Stay(Reply::Err(format!(
+                "[SYS/PERM] {why}; ask the administrator"
+            ))),
+        }
+    }
+    // ANCHOR_END: pass
+}
+
+/// ```text
+/// QUIT
+///   +OK  (the connection closes; nothing in any maildrop changes)
+/// ```
+/// RFC 1939 §4: QUIT before login does not enter UPDATE.
+fn quit(cmd: &Command) -> Outcome {
+    match cmd.expect_args(0, 0, "QUIT") {
+        Ok(()) => Outcome::Quit(Reply::Ok("popstate signing off (not logged in)".into())),
+        Err(e) => Outcome::Stay(Reply::Err(e)),
+    }
+}
+
+// ANCHOR: not_here
+/// The reply to a keyword that AUTHORIZATION does not accept: say where it belongs (RFC 1939 §3
+/// requires only `-ERR`; the text is for the person at the keyboard).
+fn not_here(keyword: &str) -> Reply {
+    if TRANSACTION_COMMANDS.contains(&keyword) {
+        Reply::Err(format!(
+            "{keyword} is a TRANSACTION command; log in first with USER and PASS"
+        ))
+    } else {
+        Reply::Err(format!(
+            "unknown command {keyword}; before login the commands are USER, PASS, CAPA and QUIT"
+        ))
+    }
+}
+// ANCHOR_END: not_here

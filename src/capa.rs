@@ -1,0 +1,54 @@
+//! CAPA: what this server can do (RFC 2449 §5), valid in AUTHORIZATION and TRANSACTION.
+//!
+//! ```text
+//! C: CAPA
+//! S: +OK capability list follows
+//! S: TOP
+//! S: ...
+//! S: .
+//! ```
+//!
+//! The list is the same in both states, which satisfies RFC 2449 §5's rule that what is announced
+//! before login is announced after it too. Each tag is a promise the code keeps.
+
+use crate::command::Command;
+use crate::protocol::Reply;
+
+// ANCHOR: capabilities
+/// One line per capability, in RFC 2449 §6's words.
+pub const CAPABILITIES: &[&str] = &[
+    // TOP msg n works (§6.1, RFC 1939 §7).
+    "TOP",
+    // USER/PASS is the login method (§6.2).
+    "USER",
+    // Unique-ids are stable across sessions (§6.3, RFC 1939 §7).
+    "UIDL",
+    // `-ERR [CODE]` texts are response codes (§6.4, §8): IN-USE, SYS/TEMP, SYS/PERM.
+    "RESP-CODES",
+    // Only credential failures carry [AUTH] (RFC 3206 §6).
+    "AUTH-RESP-CODE",
+    // Commands may be sent without waiting for replies (§6.6).
+    "PIPELINING",
+    // Messages stay until the client deletes them (§6.7).
+    "EXPIRE NEVER",
+];
+// ANCHOR_END: capabilities
+
+// ANCHOR: capa
+/// ```text
+/// CAPA
+///   +OK capability list follows, then one capability per line, then "."
+/// ```
+pub fn capa(cmd: &Command) -> Reply {
+    if !cmd.args.is_empty() {
+        return Reply::Err("CAPA takes no arguments: send just CAPA".into());
+    }
+    let mut lines: Vec<String> = CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    // §6.9: a free-form name and version, for people; clients must not act on it.
+    lines.push(format!(
+        "IMPLEMENTATION popstate-{}",
+        env!("CARGO_PKG_VERSION")
+    ));
+    Reply::Lines("capability list follows".into(), lines)
+}
+// ANCHOR_END: capa

@@ -1,0 +1,170 @@
+//! The built-in demo maildrop that `cargo run` serves: two users and a handful of messages, each
+//! showing one thing worth seeing on the wire.
+//!
+//! | alice's message | what it shows                                              |
+//! |-----------------|------------------------------------------------------------|
+//! | 1 welcome       | an ordinary message with CRLF line ends, already read      |
+//! | 2 dots          | lines starting with `.`, byte-stuffed by RETR (RFC 1939 §3) |
+//! | 3 unix          | LF-only line ends, sent as CRLF and counted as such         |
+//! | 4 long          | 400 body lines: try `TOP 4 5`                               |
+//! | 5 multipart     | a MIME message with a text part and an attachment          |
+//! | 6 unterminated  | no line end after its last line                            |
+//!
+//! The names and delivery times are fixed, so message numbers, sizes and unique-ids are the same
+//! on every run: the book's transcripts depend on that.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The demo users and their passwords.
+pub const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder")];
+
+/// Where a demo was created.
+pub struct Demo {
+    /// The folder holding everything; the maildrop root is `root/maildirs`.
+    pub root: PathBuf,
+    pub maildir_root: PathBuf,
+    pub users_file: PathBuf,
+}
+
+/// Creates a fresh demo in a new folder below the system's temporary folder.
+pub fn create_in_temp() -> io::Result<Demo> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let root = std::env::temp_dir().join(format!("popstate-demo-{}-{nanos}", std::process::id()));
+    create(&root)?;
+    Ok(Demo {
+        maildir_root: root.join("maildirs"),
+        users_file: root.join("users"),
+        root,
+    })
+}
+
+/// Writes the demo users file and maildrops into `root`, which must not exist yet.
+pub fn create(root: &Path) -> io::Result<()> {
+    fs::create_dir_all(root)?;
+    let users: String = USERS.iter().map(|(u, p)| format!("{u}:{p}\n")).collect();
+    fs::write(
+        root.join("users"),
+        format!("# popstate demo users: name:password\n{users}"),
+    )?;
+    let alice = root.join("maildirs/alice");
+    let bob = root.join("maildirs/bob");
+    for dir in [&alice, &bob] {
+        for sub in ["new", "cur", "tmp"] {
+            fs::create_dir_all(dir.join(sub))?;
+        }
+    }
+    fs::write(alice.join("cur/1764000001.demo1.popstate:2,S"), WELCOME)?;
+    fs::write(alice.join("new/1764000002.demo2.popstate"), DOTS)?;
+    fs::write(alice.join("new/1764000003.demo3.popstate"), UNIX)?;
+    fs::write(alice.join("new/1764000004.demo4.popstate"), long())?;
+    fs::write(alice.join("new/1764000005.demo5.popstate"), MULTIPART)?;
+    fs::write(alice.join("new/1764000006.demo6.popstate"), UNTERMINATED)?;
+    fs::write(bob.join("new/1764000101.demo1.popstate"), BOB_1)?;
+    fs::write(bob.join("new/1764000102.demo2.popstate"), BOB_2)?;
+    Ok(())
+}
+
+const WELCOME: &str = "From: popstate <teacher@example.org>\r\n\
+To: alice@example.org\r\n\
+Subject: Welcome to popstate\r\n\
+Date: Tue, 25 Nov 2025 09:00:01 +0000\r\n\
+Message-ID: <demo1@popstate.example>\r\n\
+\r\n\
+Hello Alice,\r\n\
+\r\n\
+this message is stored with CRLF line ends, so RETR sends it as it is.\r\n\
+Try LIST, then RETR 2 to see byte-stuffing, and TOP 4 3 for a peek.\r\n";
+
+const DOTS: &str = "From: popstate <teacher@example.org>\r\n\
+To: alice@example.org\r\n\
+Subject: Lines that start with a dot\r\n\
+Date: Tue, 25 Nov 2025 09:00:02 +0000\r\n\
+Message-ID: <demo2@popstate.example>\r\n\
+\r\n\
+The next line holds a single dot. On the wire it is sent as two dots,\r\n\
+so the client cannot mistake it for the end of the message:\r\n\
+.\r\n\
+.. and this line started with two dots, so it goes out with three.\r\n\
+The real end is the line with one dot that follows this one.\r\n";
+
+const UNIX: &str = "From: popstate <teacher@example.org>\n\
+To: alice@example.org\n\
+Subject: LF-only line ends\n\
+Date: Tue, 25 Nov 2025 09:00:03 +0000\n\
+Message-ID: <demo3@popstate.example>\n\
+\n\
+This file ends its lines with LF alone, as Unix tools write them.\n\
+POP3 sends every line with CRLF, and LIST counts the octets that\n\
+are sent: compare LIST 3 with the size of the file on disk.\n";
+
+fn long() -> String {
+    let mut text = String::from(
+        "From: popstate <teacher@example.org>\r\n\
+To: alice@example.org\r\n\
+Subject: A long message\r\n\
+Date: Tue, 25 Nov 2025 09:00:04 +0000\r\n\
+Message-ID: <demo4@popstate.example>\r\n\
+\r\n",
+    );
+    for n in 1..=400 {
+        text.push_str(&format!(
+            "Line {n:03} of 400: TOP 4 n sends the header and the first n of these.\r\n"
+        ));
+    }
+    text
+}
+
+const MULTIPART: &str = "From: popstate <teacher@example.org>\r\n\
+To: alice@example.org\r\n\
+Subject: A MIME message with an attachment\r\n\
+Date: Tue, 25 Nov 2025 09:00:05 +0000\r\n\
+Message-ID: <demo5@popstate.example>\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"popstate-boundary\"\r\n\
+\r\n\
+This is a multi-part message in MIME format.\r\n\
+\r\n\
+--popstate-boundary\r\n\
+Content-Type: text/plain; charset=us-ascii\r\n\
+\r\n\
+POP3 does not look inside a message: parts and attachments are\r\n\
+just more lines to send.\r\n\
+\r\n\
+--popstate-boundary\r\n\
+Content-Type: text/plain; name=\"hello.txt\"\r\n\
+Content-Disposition: attachment; filename=\"hello.txt\"\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+SGVsbG8gZnJvbSBwb3BzdGF0ZSEK\r\n\
+\r\n\
+--popstate-boundary--\r\n";
+
+const UNTERMINATED: &str = "From: popstate <teacher@example.org>\r\n\
+To: alice@example.org\r\n\
+Subject: No line end at the end\r\n\
+Date: Tue, 25 Nov 2025 09:00:06 +0000\r\n\
+Message-ID: <demo6@popstate.example>\r\n\
+\r\n\
+The file holding this message stops right after the word here";
+
+const BOB_1: &str = "From: alice@example.org\r\n\
+To: bob@example.org\r\n\
+Subject: Can we fix it?\r\n\
+Date: Tue, 25 Nov 2025 10:00:01 +0000\r\n\
+Message-ID: <bob1@popstate.example>\r\n\
+\r\n\
+Log in as bob in a second telnet while alice is logged in elsewhere:\r\n\
+each maildrop has its own lock.\r\n";
+
+const BOB_2: &str = "From: alice@example.org\r\n\
+To: bob@example.org\r\n\
+Subject: Yes we can\r\n\
+Date: Tue, 25 Nov 2025 10:00:02 +0000\r\n\
+Message-ID: <bob2@popstate.example>\r\n\
+\r\n\
+DELE this, then QUIT, and it is gone; DELE it and drop the connection,\r\n\
+and it is still here next time.\r\n";

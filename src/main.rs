@@ -1,0 +1,130 @@
+//! The `popstate` command: parse flags, start logging, bind, serve.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use argh::FromArgs;
+use log::warn;
+
+use popstate::demo;
+use popstate::maildir::MaildirStore;
+use popstate::server::{Config, Server};
+use popstate::users::Users;
+
+/// popstate: a POP3 server (RFC 1939) over Maildir, one thread per client, made to be read.
+/// With no flags it serves a fresh demo maildrop on 127.0.0.1:1110.
+#[derive(FromArgs)]
+struct Args {
+    /// address and port to listen on (default 127.0.0.1:1110)
+    #[argh(option, default = "String::from(\"127.0.0.1:1110\")")]
+    listen: String,
+    /// folder with one Maildir per user, <DIR>/<user>/{new,cur,tmp} (needs --users)
+    #[argh(option)]
+    maildir_root: Option<PathBuf>,
+    /// users file: one name:password per line, # starts a comment (needs --maildir-root)
+    #[argh(option)]
+    users: Option<PathBuf>,
+    /// seconds without a command before a session is closed (default 600, RFC 1939's minimum)
+    #[argh(option, default = "600")]
+    idle_timeout: u64,
+    /// most sessions at once; one more gets -ERR [SYS/TEMP] and is closed (default 1000)
+    #[argh(option, default = "1000")]
+    max_sessions: usize,
+    /// milliseconds to wait before answering a wrong password (default 1000)
+    #[argh(option, default = "1000")]
+    auth_failure_delay_ms: u64,
+}
+
+fn main() -> ExitCode {
+    let args: Args = argh::from_env();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("popstate: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    if args.idle_timeout == 0 {
+        return Err("--idle-timeout must be at least 1 second".into());
+    }
+    if args.idle_timeout < 600 {
+        warn!(
+            "--idle-timeout {} is below RFC 1939's 10-minute minimum",
+            args.idle_timeout
+        );
+    }
+    if args.max_sessions == 0 {
+        return Err("--max-sessions must be at least 1".into());
+    }
+    let listener = TcpListener::bind(&args.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+
+    let (maildir_root, users_file, demo_banner) = match (args.maildir_root, args.users) {
+        (Some(root), Some(users)) => (root, users, None),
+        (None, None) => {
+            let demo = demo::create_in_temp()
+                .map_err(|e| format!("cannot create the demo maildrop: {e}"))?;
+            let banner = demo_banner(&demo.root.display().to_string(), &address.to_string());
+            (demo.maildir_root, demo.users_file, Some(banner))
+        }
+        _ => {
+            return Err(
+                "--maildir-root and --users go together: give both, or neither for the demo".into(),
+            );
+        }
+    };
+    if !maildir_root.is_dir() {
+        return Err(format!(
+            "--maildir-root {}: not a folder",
+            maildir_root.display()
+        ));
+    }
+    let text = std::fs::read_to_string(&users_file)
+        .map_err(|e| format!("cannot read users file {}: {e}", users_file.display()))?;
+    let users =
+        Users::parse(&text).map_err(|e| format!("users file {}: {e}", users_file.display()))?;
+
+    let config = Config {
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        max_sessions: args.max_sessions,
+        failure_delay: Duration::from_millis(args.auth_failure_delay_ms),
+    };
+    let server = Server::new(
+        listener,
+        users,
+        Box::new(MaildirStore::new(maildir_root)),
+        config,
+    );
+    println!(
+        "popstate {} listening on {address}",
+        env!("CARGO_PKG_VERSION")
+    );
+    if let Some(banner) = demo_banner {
+        println!("{banner}");
+    }
+    server.serve();
+    Ok(())
+}
+
+fn demo_banner(root: &str, address: &str) -> String {
+    let (host, port) = address.rsplit_once(':').unwrap_or((address, "110"));
+    let users: Vec<String> = demo::USERS
+        .iter()
+        .map(|(u, p)| format!("{u} / {p}"))
+        .collect();
+    format!(
+        "Demo maildrop in {root} (users: {}).\n\
+         Try it in another terminal:\n\
+         \n    telnet {host} {port}\n\
+         \n    USER alice\n    PASS wonderland\n    STAT\n    LIST\n    RETR 2\n    DELE 1\n    QUIT\n\
+         \nStop the server with Ctrl-C. Set RUST_LOG=popstate=trace to see every line on the wire.",
+        users.join(", ")
+    )
+}

@@ -1,0 +1,470 @@
+//! The wire: how POP3 lines and replies look on the connection (RFC 1939 §3, RFC 2449 §4).
+//!
+//! - A command is one line of at most 255 octets including its CRLF (RFC 2449 §4). Bare LF is
+//!   accepted too, because `nc` and some telnets send it.
+//! - A reply starts with `+OK` or `-ERR`. A multi-line reply continues with lines that end in CRLF,
+//!   "byte-stuffs" every line that begins with `.`, and ends with a line holding only `.`.
+//! - The size of a message (STAT, LIST) is the number of octets RETR sends for it, counting each
+//!   line end as CRLF and not counting stuffing dots (RFC 1939 §5, §11).
+//!
+//! Everything here works on any `BufRead` or `Write`, so the unit tests below check exact bytes
+//! without a socket.
+
+use std::io::{self, BufRead, Write};
+
+/// RFC 2449 §4: "the maximum length of a command is increased from 47 characters (4 character
+/// command, single space, 40 character argument, CRLF) to 255 octets, including the terminating
+/// CRLF". A server that announces CAPA must accept this much.
+pub const MAX_COMMAND_LINE: usize = 255;
+
+/// One line read from the client, with its line end removed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A line that fits in [`MAX_COMMAND_LINE`].
+    Command(Vec<u8>),
+    /// A line that did not fit; it has been read to its end and thrown away, so the next read
+    /// starts at the next command and the session stays in step.
+    TooLong,
+}
+
+// ANCHOR: read_line
+/// Reads one command line. `Ok(None)` means the client closed the connection.
+///
+/// At most [`MAX_COMMAND_LINE`] octets are kept; the rest of a longer line is read and discarded
+/// a buffer at a time, so a client cannot make the server hold a huge line in memory.
+pub fn read_line<R: BufRead>(input: &mut R) -> io::Result<Option<Line>> {
+    let mut line = Vec::new();
+    let mut too_long = false;
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            // End of input in the middle of a line is a dropped connection, not a command.
+            return Ok(None);
+        }
+        let (chunk, found_end) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], true),
+            None => (buf, false),
+        };
+        let used = chunk.len() + usize::from(found_end);
+        if !too_long {
+            // Keep at most the limit less the LF: the command and, perhaps, its CR.
+            if line.len() + chunk.len() > MAX_COMMAND_LINE - 1 {
+                too_long = true;
+                line = Vec::new();
+            } else {
+                line.extend_from_slice(chunk);
+            }
+        }
+        input.consume(used);
+        if found_end {
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            // The limit counts a CRLF, so the command itself may hold 253 octets whichever line
+            // end the client used.
+            if too_long || line.len() > MAX_COMMAND_LINE - 2 {
+                return Ok(Some(Line::TooLong));
+            }
+            return Ok(Some(Line::Command(line)));
+        }
+    }
+}
+// ANCHOR_END: read_line
+
+// ANCHOR: reply
+/// What a command handler answers. Handlers build a `Reply`; only the session loop writes one.
+pub enum Reply {
+    /// `+OK text` on one line.
+    Ok(String),
+    /// `-ERR text` on one line.
+    Err(String),
+    /// `+OK text`, then short lines (scan listings, unique-id listings, capabilities), then `.`.
+    Lines(String, Vec<String>),
+    /// `+OK text`, then a message read from `body`, then `.`. With `top: Some(n)` only the header,
+    /// the blank line and the first `n` lines of the body are sent (TOP, RFC 1939 §7).
+    Message {
+        status: String,
+        body: Box<dyn BufRead + Send>,
+        top: Option<u64>,
+    },
+}
+// ANCHOR_END: reply
+
+impl Reply {
+    /// The first line of the reply without its CRLF, as it appears in logs and transcripts.
+    pub fn status_line(&self) -> String {
+        match self {
+            Reply::Ok(text) | Reply::Lines(text, _) | Reply::Message { status: text, .. } => {
+                status("+OK", text)
+            }
+            Reply::Err(text) => status("-ERR", text),
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        !matches!(self, Reply::Err(_))
+    }
+}
+
+fn status(indicator: &str, text: &str) -> String {
+    if text.is_empty() {
+        indicator.to_string()
+    } else {
+        format!("{indicator} {text}")
+    }
+}
+
+// ANCHOR: write_reply
+/// Writes a whole reply and returns how many octets of message content it carried (0 for replies
+/// that are not a message), so the session can log what it sent.
+pub fn write_reply<W: Write>(out: &mut W, reply: Reply) -> io::Result<u64> {
+    let first = reply.status_line();
+    out.write_all(first.as_bytes())?;
+    out.write_all(b"\r\n")?;
+    match reply {
+        Reply::Ok(_) | Reply::Err(_) => Ok(0),
+        Reply::Lines(_, lines) => {
+            for line in &lines {
+                if line.starts_with('.') {
+                    out.write_all(b".")?;
+                }
+                out.write_all(line.as_bytes())?;
+                out.write_all(b"\r\n")?;
+            }
+            out.write_all(b".\r\n")?;
+            Ok(0)
+        }
+        Reply::Message { mut body, top, .. } => {
+            let octets = write_message(&mut body, out, top)?;
+            out.write_all(b".\r\n")?;
+            Ok(octets)
+        }
+    }
+}
+// ANCHOR_END: write_reply
+
+// ANCHOR: write_message
+/// Sends a stored message as the body of a multi-line reply, without the final `.` line.
+///
+/// The stored file may end its lines with LF, CRLF or a mix; every line goes out ending in CRLF,
+/// and a last line without any line end gets one, so the terminator always starts a line.
+/// A line that begins with `.` gets one more `.` in front (byte-stuffing, RFC 1939 §3).
+/// With `top: Some(n)` the header, the blank line after it and `n` body lines are sent.
+///
+/// Returns the number of octets sent, not counting stuffing dots: exactly the size that STAT and
+/// LIST report, because [`message_size`] runs this same function.
+///
+/// Lines are never held whole: the input is scanned a buffer at a time, so a message with one
+/// 50 MB line costs no more memory than one with short lines.
+pub fn write_message<R: BufRead, W: Write>(
+    input: &mut R,
+    out: &mut W,
+    top: Option<u64>,
+) -> io::Result<u64> {
+    let mut line = LineState::default();
+    let mut in_body = false;
+    let mut body_lines_left = top;
+    loop {
+        if in_body && body_lines_left == Some(0) {
+            return Ok(line.octets);
+        }
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            // A CR left pending at the very end was the start of a line end; a partial last line
+            // still gets its CRLF.
+            if line.len > 0 || line.cr_pending {
+                line.end(out)?;
+            }
+            return Ok(line.octets);
+        }
+        let (segment, ends_line) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], true),
+            None => (buf, false),
+        };
+        let used = segment.len() + usize::from(ends_line);
+        line.put(out, segment, ends_line)?;
+        if ends_line {
+            let was_blank = line.len == 0;
+            line.end(out)?;
+            if in_body {
+                body_lines_left = body_lines_left.map(|n| n.saturating_sub(1));
+            } else if was_blank {
+                // RFC 1939 §7: the first empty line separates the header from the body.
+                in_body = true;
+            }
+        }
+        input.consume(used);
+    }
+}
+
+/// Where we are inside the current output line.
+#[derive(Default)]
+struct LineState {
+    /// Content octets of the current line written so far.
+    len: u64,
+    /// The previous buffer ended in CR: it is a line end if LF follows, content otherwise.
+    cr_pending: bool,
+    /// Octets written for the whole message, stuffing not counted.
+    octets: u64,
+}
+
+impl LineState {
+    /// Writes `segment`, a piece of the current line that holds no LF. If `ends_line`, an LF
+    /// followed it in the input, so one CR just before that LF is part of the line end.
+    fn put<W: Write>(&mut self, out: &mut W, segment: &[u8], ends_line: bool) -> io::Result<()> {
+        if self.cr_pending && !(ends_line && segment.is_empty()) {
+            self.content(out, b"\r")?;
+        }
+        self.cr_pending = false;
+        let content = match segment.strip_suffix(b"\r") {
+            Some(before_cr) => {
+                self.cr_pending = !ends_line;
+                before_cr
+            }
+            None => segment,
+        };
+        self.content(out, content)
+    }
+
+    fn content<W: Write>(&mut self, out: &mut W, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if self.len == 0 && bytes[0] == b'.' {
+            out.write_all(b".")?;
+        }
+        out.write_all(bytes)?;
+        self.len += bytes.len() as u64;
+        self.octets += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn end<W: Write>(&mut self, out: &mut W) -> io::Result<()> {
+        out.write_all(b"\r\n")?;
+        self.octets += 2;
+        self.len = 0;
+        self.cr_pending = false;
+        Ok(())
+    }
+}
+// ANCHOR_END: write_message
+
+// ANCHOR: message_size
+/// The size of a message "in octets" as RFC 1939 §5 defines it for STAT and LIST: what RETR will
+/// send, with CRLF line ends, without stuffing. Computed by running the RETR code into a sink, so
+/// the two can never disagree.
+pub fn message_size<R: BufRead>(input: &mut R) -> io::Result<u64> {
+    write_message(input, &mut io::sink(), None)
+}
+// ANCHOR_END: message_size
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retr(stored: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_reply(
+            &mut out,
+            Reply::Message {
+                status: "3 octets".into(),
+                body: Box::new(io::Cursor::new(stored.to_vec())),
+                top: None,
+            },
+        )
+        .expect("writing to a Vec cannot fail");
+        out
+    }
+
+    fn top(stored: &[u8], n: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_message(&mut &stored[..], &mut out, Some(n)).expect("Vec write");
+        out
+    }
+
+    /// Un-stuffs a multi-line body the way a client does and checks the terminator.
+    fn client_view(wire: &[u8]) -> Vec<u8> {
+        let body = wire.strip_suffix(b".\r\n").expect("terminator present");
+        let mut out = Vec::new();
+        for line in body.split_inclusive(|&b| b == b'\n') {
+            assert!(line.ends_with(b"\r\n"), "every line ends in CRLF: {line:?}");
+            assert_ne!(line, b".\r\n", "no early terminator");
+            out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+        }
+        out
+    }
+
+    fn size(stored: &[u8]) -> u64 {
+        message_size(&mut &stored[..]).expect("reading a slice cannot fail")
+    }
+
+    #[test]
+    fn b06_crlf_message_passes_through_with_terminator() {
+        assert_eq!(retr(b"a\r\nb\r\n"), b"+OK 3 octets\r\na\r\nb\r\n.\r\n");
+    }
+
+    #[test]
+    fn b06_lf_and_mixed_line_ends_become_crlf() {
+        assert_eq!(
+            retr(b"a\nb\r\nc\n"),
+            b"+OK 3 octets\r\na\r\nb\r\nc\r\n.\r\n"
+        );
+    }
+
+    #[test]
+    fn b06_missing_final_newline_gets_crlf_before_terminator() {
+        assert_eq!(retr(b"a\nlast"), b"+OK 3 octets\r\na\r\nlast\r\n.\r\n");
+        assert_eq!(size(b"a\nlast"), 9);
+    }
+
+    #[test]
+    fn b07_lines_starting_with_dot_are_stuffed() {
+        assert_eq!(
+            retr(b".\n..x\r\n.y\nz.\n"),
+            b"+OK 3 octets\r\n..\r\n...x\r\n..y\r\nz.\r\n.\r\n"
+        );
+    }
+
+    #[test]
+    fn b07_a_lone_dot_last_line_without_newline_is_stuffed() {
+        assert_eq!(retr(b"a\n."), b"+OK 3 octets\r\na\r\n..\r\n.\r\n");
+    }
+
+    #[test]
+    fn b07_stuffing_applies_to_listing_lines_too() {
+        let mut out = Vec::new();
+        let reply = Reply::Lines("x".into(), vec![".hidden".into(), "plain".into()]);
+        write_reply(&mut out, reply).expect("Vec write");
+        assert_eq!(out, b"+OK x\r\n..hidden\r\nplain\r\n.\r\n");
+    }
+
+    #[test]
+    fn b19_size_counts_crlf_and_not_stuffing() {
+        assert_eq!(size(b"a\nb\n"), 6);
+        assert_eq!(size(b"a\r\nb\r\n"), 6);
+        assert_eq!(size(b".\n"), 3, "stuffing dot is not counted");
+        assert_eq!(size(b""), 0);
+    }
+
+    #[test]
+    fn b19_size_equals_bytes_sent_minus_stuffing() {
+        let samples: [&[u8]; 6] = [
+            b"From: a\n\n.\n..\nbody\n",
+            b"x\r\r\ny\r",
+            b"\r\n\r\n\n",
+            b"no newline at all",
+            b"\r",
+            b"mixed\r\nends\nand .dots\n.start\r\n",
+        ];
+        for stored in samples {
+            let mut wire = Vec::new();
+            let octets = write_message(&mut &stored[..], &mut wire, None).expect("Vec write");
+            let stuffing = wire
+                .split_inclusive(|&b| b == b'\n')
+                .filter(|l| l.starts_with(b"."))
+                .count() as u64;
+            assert_eq!(octets, wire.len() as u64 - stuffing, "{stored:?}");
+            assert_eq!(octets, size(stored), "{stored:?}");
+        }
+    }
+
+    #[test]
+    fn bare_cr_inside_a_line_is_content() {
+        assert_eq!(retr(b"a\rb\n"), b"+OK 3 octets\r\na\rb\r\n.\r\n");
+        assert_eq!(retr(b"x\r\r\n"), b"+OK 3 octets\r\nx\r\r\n.\r\n");
+    }
+
+    #[test]
+    fn line_ends_split_across_buffer_boundaries() {
+        let stored = b"ab\r\n.c\r\nd\r\r\n\r\nbody\r\n";
+        let mut expected = Vec::new();
+        write_message(&mut &stored[..], &mut expected, None).expect("Vec write");
+        // A one-byte buffer puts every CR and LF at a boundary.
+        let mut tiny = io::BufReader::with_capacity(1, &stored[..]);
+        let mut got = Vec::new();
+        write_message(&mut tiny, &mut got, None).expect("Vec write");
+        assert_eq!(got, expected);
+        assert_eq!(
+            client_view(&[got, b".\r\n".to_vec()].concat()),
+            b"ab\r\n.c\r\nd\r\r\n\r\nbody\r\n"
+        );
+    }
+
+    #[test]
+    fn b25_top_zero_gives_header_and_blank_line() {
+        let msg = b"Subject: x\nFrom: y\n\nline1\nline2\n";
+        assert_eq!(top(msg, 0), b"Subject: x\r\nFrom: y\r\n\r\n");
+        assert_eq!(top(msg, 1), b"Subject: x\r\nFrom: y\r\n\r\nline1\r\n");
+        assert_eq!(
+            top(msg, 99),
+            b"Subject: x\r\nFrom: y\r\n\r\nline1\r\nline2\r\n"
+        );
+    }
+
+    #[test]
+    fn b25_top_counts_crlf_blank_line_and_stuffs() {
+        let msg = b"A: b\r\n\r\n.one\r\ntwo\r\n";
+        assert_eq!(top(msg, 1), b"A: b\r\n\r\n..one\r\n");
+    }
+
+    #[test]
+    fn b25_top_of_message_without_body_gives_everything() {
+        assert_eq!(top(b"A: b\nC: d", 0), b"A: b\r\nC: d\r\n");
+    }
+
+    #[test]
+    fn long_lines_are_streamed() {
+        let stored = [b"x".repeat(1 << 20), b"\n".to_vec()].concat();
+        let mut small = io::BufReader::with_capacity(4096, &stored[..]);
+        let mut out = Vec::new();
+        let octets = write_message(&mut small, &mut out, None).expect("Vec write");
+        assert_eq!(octets, (1 << 20) + 2);
+        assert!(out.ends_with(b"x\r\n"));
+    }
+
+    #[test]
+    fn read_line_accepts_crlf_and_bare_lf() {
+        let mut input = &b"STAT\r\nNOOP\nquit"[..];
+        assert_eq!(
+            read_line(&mut input).expect("read"),
+            Some(Line::Command(b"STAT".to_vec()))
+        );
+        assert_eq!(
+            read_line(&mut input).expect("read"),
+            Some(Line::Command(b"NOOP".to_vec()))
+        );
+        assert_eq!(
+            read_line(&mut input).expect("read"),
+            None,
+            "no line end: dropped connection"
+        );
+    }
+
+    #[test]
+    fn x01_255_octets_with_crlf_is_accepted_256_is_not() {
+        let ok = [b"X".repeat(253), b"\r\n".to_vec()].concat();
+        let long = [b"X".repeat(254), b"\r\n".to_vec()].concat();
+        let wire = [ok.clone(), long, b"NOOP\r\n".to_vec()].concat();
+        let mut input = io::BufReader::with_capacity(16, &wire[..]);
+        assert_eq!(
+            read_line(&mut input).expect("read"),
+            Some(Line::Command(b"X".repeat(253)))
+        );
+        assert_eq!(read_line(&mut input).expect("read"), Some(Line::TooLong));
+        assert_eq!(
+            read_line(&mut input).expect("read"),
+            Some(Line::Command(b"NOOP".to_vec()))
+        );
+    }
+
+    #[test]
+    fn a_long_line_is_discarded_to_its_end() {
+        let wire = [b"Y".repeat(100_000), b"\nSTAT\n".to_vec()].concat();
+        let mut input = io::BufReader::with_capacity(64, &wire[..]);
+        assert_eq!(read_line(&mut input).expect("read"), Some(Line::TooLong));
+        assert_eq!(
+            read_line(&mut input).expect("read"),
+            Some(Line::Command(b"STAT".to_vec()))
+        );
+    }
+}

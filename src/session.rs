@@ -1,0 +1,249 @@
+//! One POP3 session, from greeting to goodbye (RFC 1939 §3): the code a client's thread runs.
+//!
+//! ```text
+//! greeting ──> AUTHORIZATION ──PASS ok──> TRANSACTION ──QUIT──> UPDATE ──> close
+//!                   │ QUIT, drop, timeout       │ drop, timeout (nothing removed)
+//!                   └──────────> close <────────┘
+//! ```
+//!
+//! The three states run one after another as straight-line code: a loop for AUTHORIZATION, a
+//! loop for TRANSACTION, then UPDATE. A state never comes back, so there is no state variable to
+//! get wrong. Handlers in the state files decide what to answer; only this file reads and writes.
+
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::time::Duration;
+
+use log::{debug, trace};
+
+use crate::authorization::{self, Authorization};
+use crate::command::{self, Command};
+use crate::maildrop::Store;
+use crate::protocol::{self, Line, MAX_COMMAND_LINE, Reply};
+use crate::transaction::{self, Transaction};
+use crate::update::update;
+use crate::users::Users;
+
+/// The greeting (RFC 1939 §4). It holds no `<...>`: that would tell clients to try APOP, which
+/// popstate does not offer (see docs/design.md).
+pub const GREETING: &str = "popstate ready; log in with USER and PASS (RFC 1939)";
+
+/// What a session needs from the server it runs in.
+pub struct Context<'a> {
+    pub users: &'a Users,
+    pub store: &'a dyn Store,
+    /// Wait after each wrong password (see authorization.rs).
+    pub failure_delay: Duration,
+}
+
+/// How a session ended, for its log line.
+#[derive(Debug)]
+pub enum End {
+    /// QUIT (in either state).
+    Quit,
+    /// The client closed the connection without QUIT.
+    Closed,
+    /// No command for the idle time, or a client that stopped reading our reply (RFC 1939 §3
+    /// autologout: no reply, no UPDATE).
+    TimedOut,
+    /// Any other I/O failure on the connection.
+    Failed(io::Error),
+}
+
+/// What a session did, for its log line.
+#[derive(Debug)]
+pub struct Summary {
+    pub user: Option<String>,
+    pub retrieved: u64,
+    pub deleted: u64,
+    pub octets_sent: u64,
+    pub end: End,
+}
+
+// ANCHOR: run
+/// Runs a whole session on a connection. Generic over `Read + Write` so that tests can drive it
+/// with byte buffers as well as sockets.
+pub fn run<R: Read, W: Write>(input: R, output: W, ctx: &Context, id: u64) -> Summary {
+    let mut conn = Connection::new(input, output, id);
+    let mut summary = Summary {
+        user: None,
+        retrieved: 0,
+        deleted: 0,
+        octets_sent: 0,
+        end: End::Closed,
+    };
+    summary.end = match states(&mut conn, ctx, &mut summary) {
+        Ok(end) => end,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            End::TimedOut
+        }
+        Err(e) => End::Failed(e),
+    };
+    summary.octets_sent = conn.sent();
+    summary
+}
+// ANCHOR_END: run
+
+// ANCHOR: states
+/// Greeting, AUTHORIZATION, TRANSACTION, UPDATE, in that order. Each `return` before UPDATE
+/// leaves the maildrop as it was: dropping the `Transaction` drops its marks and its lock.
+fn states<R: Read, W: Write>(
+    conn: &mut Connection<R, W>,
+    ctx: &Context,
+    summary: &mut Summary,
+) -> io::Result<End> {
+    conn.send(Reply::Ok(GREETING.into()))?;
+
+    debug!("session {}: AUTHORIZATION", conn.id);
+    let mut authorization = Authorization::new(ctx.users, ctx.store, ctx.failure_delay);
+    let (user, maildrop) = loop {
+        let Some(cmd) = conn.next_command()? else {
+            return Ok(End::Closed);
+        };
+        match authorization.handle(&cmd) {
+            authorization::Outcome::Stay(reply) => conn.send(reply)?,
+            authorization::Outcome::Quit(reply) => {
+                conn.send(reply)?;
+                return Ok(End::Quit);
+            }
+            authorization::Outcome::LoggedIn {
+                reply,
+                user,
+                maildrop,
+            } => {
+                conn.send(reply)?;
+                break (user, maildrop);
+            }
+        }
+    };
+
+    debug!("session {}: TRANSACTION as {user}", conn.id);
+    summary.user = Some(user.clone());
+    let mut transaction = Transaction::new(user, maildrop);
+    loop {
+        let Some(cmd) = conn.next_command()? else {
+            return Ok(End::Closed);
+        };
+        let outcome = transaction.handle(&cmd);
+        summary.retrieved = transaction.retrieved;
+        match outcome {
+            transaction::Outcome::Stay(reply) => conn.send(reply)?,
+            transaction::Outcome::Quit => break,
+        }
+    }
+
+    debug!("session {}: UPDATE", conn.id);
+    let (maildrop, deleted) = transaction.into_update();
+    let done = update(maildrop, &deleted);
+    summary.deleted = done.removed;
+    conn.send(done.reply)?;
+    Ok(End::Quit)
+}
+// ANCHOR_END: states
+
+/// The connection: buffered input and output, and the wire log.
+struct Connection<R: Read, W: Write> {
+    input: BufReader<R>,
+    output: BufWriter<Counted<W>>,
+    id: u64,
+}
+
+impl<R: Read, W: Write> Connection<R, W> {
+    fn new(input: R, output: W, id: u64) -> Self {
+        Connection {
+            input: BufReader::with_capacity(4096, input),
+            output: BufWriter::with_capacity(
+                64 * 1024,
+                Counted {
+                    inner: output,
+                    sent: 0,
+                },
+            ),
+            id,
+        }
+    }
+
+    // ANCHOR: next_command
+    /// The next well-formed command. A line that is too long or not a command at all is answered
+    /// with `-ERR` here and skipped, so the states only ever see commands. `None`: the client
+    /// has gone.
+    fn next_command(&mut self) -> io::Result<Option<Command>> {
+        loop {
+            let why = match protocol::read_line(&mut self.input)? {
+                None => return Ok(None),
+                Some(Line::TooLong) => format!(
+                    "command line too long: at most {MAX_COMMAND_LINE} octets including CRLF (RFC 2449 section 4)"
+                ),
+                Some(Line::Command(bytes)) => {
+                    trace!("session {} C: {}", self.id, masked(&bytes));
+                    match command::parse(&bytes) {
+                        Ok(cmd) => return Ok(Some(cmd)),
+                        Err(why) => why,
+                    }
+                }
+            };
+            self.send(Reply::Err(why))?;
+        }
+    }
+    // ANCHOR_END: next_command
+
+    // ANCHOR: send
+    /// Writes one reply. Replies collect in the output buffer while more pipelined commands are
+    /// already waiting (RFC 2449 §6.6), and go out in one write when the input is drained, so a
+    /// pipelining client gets large packets and an interactive one gets each reply at once.
+    fn send(&mut self, reply: Reply) -> io::Result<()> {
+        trace!("session {} S: {}", self.id, reply.status_line());
+        protocol::write_reply(&mut self.output, reply)?;
+        if self.input.buffer().is_empty() {
+            self.output.flush()?;
+        }
+        Ok(())
+    }
+    // ANCHOR_END: send
+
+    fn sent(&self) -> u64 {
+        self.output.get_ref().sent
+    }
+}
+
+/// A command line for the log, with the PASS argument hidden.
+fn masked(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    match text.get(..4) {
+        Some(keyword) if keyword.eq_ignore_ascii_case("PASS") => format!("{keyword} ****"),
+        _ => text.into_owned(),
+    }
+}
+
+/// A writer that counts the octets that reach the connection.
+struct Counted<W> {
+    inner: W,
+    sent: u64,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sent += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_is_masked_in_logs() {
+        assert_eq!(masked(b"pass secret words"), "pass ****");
+        assert_eq!(masked(b"USER alice"), "USER alice");
+    }
+}

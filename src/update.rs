@@ -1,0 +1,62 @@
+//! The UPDATE state (RFC 1939 §6): after QUIT in TRANSACTION, and only then, the messages marked
+//! as deleted are removed from the maildrop.
+//!
+//! No commands are read here. The state removes exactly the marked messages, releases the lock,
+//! answers the QUIT and ends the session. A session that ends any other way (the connection
+//! drops, the idle timer fires, the server stops) never gets here, so it removes nothing.
+
+use crate::maildrop::Maildrop;
+use crate::protocol::Reply;
+
+/// What UPDATE did, for the reply and the session's log line.
+pub struct Removed {
+    pub reply: Reply,
+    pub removed: u64,
+}
+
+// ANCHOR: update
+/// Removes every message marked in `deleted` and returns the reply to QUIT:
+///
+/// ```text
+/// +OK popstate signing off: removed 2 messages, 3 left
+/// -ERR [SYS/TEMP] removed 1 of 2 messages; message 4 could not be removed: ...
+/// ```
+pub fn update(mut maildrop: Box<dyn Maildrop>, deleted: &[bool]) -> Removed {
+    let marked: Vec<usize> = (0..deleted.len()).filter(|&i| deleted[i]).collect();
+    let mut failures = Vec::new();
+    for &index in &marked {
+        if let Err(why) = maildrop.remove(index) {
+            failures.push(format!("message {} could not be removed: {why}", index + 1));
+        }
+    }
+    let removed = (marked.len() - failures.len()) as u64;
+    let left = deleted.len() - removed as usize;
+    // Release the lock before the reply, so that a client that reconnects at once finds the
+    // maildrop free (RFC 1939 §6: "releases any exclusive-access lock on the maildrop").
+    drop(maildrop);
+    let reply = if failures.is_empty() {
+        Reply::Ok(format!(
+            "popstate signing off: removed {removed} {}, {left} left",
+            plural(removed as usize)
+        ))
+    } else {
+        // RFC 3206 §4: a file system problem that may clear up; the rest stay marked for nobody,
+        // so the client will see them again next time and can DELE them again.
+        // Only the first failure is spelled out, so the line stays under RFC 1939's 512 octets.
+        let more = match failures.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        Reply::Err(format!(
+            "[SYS/TEMP] removed {removed} of {} marked messages; {}{more}",
+            marked.len(),
+            failures[0]
+        ))
+    };
+    Removed { reply, removed }
+}
+// ANCHOR_END: update
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "message" } else { "messages" }
+}
