@@ -1,0 +1,248 @@
+//! Shared by the integration tests: a real server on 127.0.0.1:0 over a temporary Maildir, and a
+//! small client that reads replies byte for byte.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use popstate::maildir::MaildirStore;
+use popstate::server::{Config, Server};
+use popstate::users::Users;
+
+/// A folder below the system's temporary folder, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("popstate-test-{tag}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running server and the folder it serves.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+}
+
+impl TestServer {
+    /// The Maildir of `user`.
+    pub fn maildir(&self, user: &str) -> PathBuf {
+        self.dir.path().join("maildirs").join(user)
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Connects and logs in, panicking if the login fails.
+    pub fn login(&self, user: &str, password: &str) -> Client {
+        let mut c = self.connect();
+        c.login(user, password);
+        c
+    }
+
+    /// Writes a message file into `user`'s Maildir (`sub` is "new" or "cur").
+    pub fn deliver(&self, user: &str, sub: &str, name: &str, content: &[u8]) -> PathBuf {
+        let dir = self.maildir(user);
+        for s in ["new", "cur", "tmp"] {
+            fs::create_dir_all(dir.join(s)).expect("maildir");
+        }
+        let path = dir.join(sub).join(name);
+        fs::write(&path, content).expect("write message");
+        path
+    }
+
+    /// Every message file of `user` with its content, sorted by name: a picture of the maildrop
+    /// to compare before and after.
+    pub fn snapshot(&self, user: &str) -> Vec<(String, Vec<u8>)> {
+        let mut all = Vec::new();
+        for sub in ["new", "cur"] {
+            let Ok(entries) = fs::read_dir(self.maildir(user).join(sub)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = format!("{sub}/{}", e.file_name().to_string_lossy());
+                all.push((name, fs::read(e.path()).expect("read message")));
+            }
+        }
+        all.sort();
+        all
+    }
+}
+
+/// Test settings: short waits so that the suite stays fast.
+pub fn test_config() -> Config {
+    Config {
+        idle_timeout: Duration::from_secs(30),
+        max_sessions: 100,
+        failure_delay: Duration::ZERO,
+    }
+}
+
+/// Starts a server on the demo maildrop (users alice/wonderland and bob/builder).
+pub fn demo_server() -> TestServer {
+    demo_server_with(test_config())
+}
+
+pub fn demo_server_with(config: Config) -> TestServer {
+    let dir = TempDir::new("demo");
+    let root = dir.path().join("demo");
+    popstate::demo::create(&root).expect("demo");
+    // Move the demo's contents up one level so that maildirs/ sits in dir.
+    fs::rename(root.join("maildirs"), dir.path().join("maildirs")).expect("move");
+    fs::rename(root.join("users"), dir.path().join("users")).expect("move");
+    start(dir, config)
+}
+
+/// Starts a server with the given users and empty Maildirs for them.
+pub fn server_with_users(users: &str, config: Config) -> TestServer {
+    let dir = TempDir::new("users");
+    fs::create_dir_all(dir.path().join("maildirs")).expect("root");
+    fs::write(dir.path().join("users"), users).expect("users");
+    start(dir, config)
+}
+
+fn start(dir: TempDir, config: Config) -> TestServer {
+    let text = fs::read_to_string(dir.path().join("users")).expect("users file");
+    let users = Users::parse(&text).expect("valid users file");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let server = Server::new(
+        listener,
+        users,
+        Box::new(MaildirStore::new(dir.path().join("maildirs"))),
+        config,
+    );
+    let addr = server.local_addr().expect("addr");
+    thread::spawn(move || server.serve());
+    TestServer { addr, dir }
+}
+
+/// A POP3 client that shows the exact bytes.
+pub struct Client {
+    pub reader: BufReader<TcpStream>,
+    pub writer: TcpStream,
+    pub greeting: String,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let writer = stream.try_clone().expect("clone");
+        let mut c = Client {
+            reader: BufReader::new(stream),
+            writer,
+            greeting: String::new(),
+        };
+        c.greeting = c.line();
+        c
+    }
+
+    /// Sends raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("send");
+    }
+
+    /// Sends one command with CRLF.
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\r\n").as_bytes());
+    }
+
+    /// Reads one line and checks that it ends in CRLF; returns it without the CRLF.
+    pub fn line(&mut self) -> String {
+        let mut buf = Vec::new();
+        self.reader.read_until(b'\n', &mut buf).expect("read line");
+        assert!(
+            buf.ends_with(b"\r\n"),
+            "reply line not ended by CRLF: {buf:?}"
+        );
+        buf.truncate(buf.len() - 2);
+        String::from_utf8(buf).expect("reply is text")
+    }
+
+    /// Sends a command and returns the one-line reply.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(line);
+        self.line()
+    }
+
+    /// Reads the rest of a multi-line reply as raw wire bytes, up to and including ".\r\n".
+    pub fn multiline_raw(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        loop {
+            let mut buf = Vec::new();
+            let n = self.reader.read_until(b'\n', &mut buf).expect("read");
+            assert!(n > 0, "connection closed inside a multi-line reply");
+            assert!(buf.ends_with(b"\r\n"), "line not ended by CRLF: {buf:?}");
+            all.extend_from_slice(&buf);
+            if buf == b".\r\n" {
+                return all;
+            }
+        }
+    }
+
+    /// Reads the rest of a multi-line reply and un-stuffs it, as a client does.
+    pub fn multiline(&mut self) -> Vec<u8> {
+        let raw = self.multiline_raw();
+        let body = &raw[..raw.len() - 3];
+        let mut out = Vec::new();
+        for line in body.split_inclusive(|&b| b == b'\n') {
+            out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+        }
+        out
+    }
+
+    /// Sends a command, expects `+OK`, returns the un-stuffed lines of the multi-line reply.
+    pub fn lines(&mut self, line: &str) -> Vec<String> {
+        let first = self.cmd(line);
+        assert!(first.starts_with("+OK"), "{line}: {first}");
+        String::from_utf8(self.multiline())
+            .expect("text")
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    pub fn login(&mut self, user: &str, password: &str) {
+        let r = self.cmd(&format!("USER {user}"));
+        assert!(r.starts_with("+OK"), "USER: {r}");
+        let r = self.cmd(&format!("PASS {password}"));
+        assert!(r.starts_with("+OK"), "PASS: {r}");
+    }
+
+    /// True if the server has closed the connection (reads EOF).
+    pub fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.reader.read(&mut byte), Ok(0))
+    }
+}
+
+/// Asserts that a reply starts with `-ERR` and contains `text`.
+#[track_caller]
+pub fn assert_err(reply: &str, text: &str) {
+    assert!(reply.starts_with("-ERR "), "expected -ERR, got {reply:?}");
+    assert!(reply.contains(text), "expected {text:?} in {reply:?}");
+}

@@ -1,0 +1,677 @@
+//! The server over real TCP on 127.0.0.1: every command in every state, byte for byte.
+//! Test names start with the requirement ID from pop3-notes.md (docs/conformance.md maps them).
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Client, assert_err, demo_server, demo_server_with, server_with_users, test_config};
+
+/// alice's demo messages as stored, in message-number order.
+fn alice_files(server: &common::TestServer) -> Vec<Vec<u8>> {
+    let mut files: Vec<(String, Vec<u8>)> = server.snapshot("alice");
+    files.sort_by(|a, b| a.0.rsplit('/').next().cmp(&b.0.rsplit('/').next()));
+    files.into_iter().map(|(_, bytes)| bytes).collect()
+}
+
+/// What a client should get for a stored message: CRLF line ends, a final CRLF.
+fn as_sent(stored: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut lines: Vec<&[u8]> = stored.split(|&b| b == b'\n').collect();
+    if lines.last() == Some(&&b""[..]) {
+        lines.pop();
+    }
+    for line in lines {
+        out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+#[test]
+fn b01_greeting_is_one_positive_line_without_apop_timestamp() {
+    let server = demo_server();
+    let c = server.connect();
+    assert!(c.greeting.starts_with("+OK "), "{}", c.greeting);
+    assert!(
+        !c.greeting.contains('<'),
+        "no APOP timestamp: {}",
+        c.greeting
+    );
+    assert!(c.greeting.len() + 2 <= 512);
+}
+
+#[test]
+fn b02_keywords_are_case_insensitive_and_bare_lf_is_accepted() {
+    let server = demo_server();
+    let mut c = server.connect();
+    c.send_raw(b"user alice\npAsS wonderland\nstat\r\n");
+    assert!(c.line().starts_with("+OK"));
+    assert!(c.line().starts_with("+OK"));
+    assert_eq!(c.line(), "+OK 6 29816");
+}
+
+#[test]
+fn b08_unknown_and_malformed_commands_get_err_and_the_session_goes_on() {
+    let server = demo_server();
+    let mut c = server.connect();
+    assert_err(&c.cmd("HELO"), "unknown command HELO");
+    assert_err(&c.cmd("XYZZY"), "not a command");
+    assert_err(&c.cmd(""), "empty command");
+    assert_err(&c.cmd("ST"), "not a command");
+    c.send_raw(b"NO\x00OP\r\n");
+    assert_err(&c.line(), "control characters");
+    c.send_raw(b"\xff\xfe\r\n");
+    assert_err(&c.line(), "non-UTF-8");
+    c.login("alice", "wonderland");
+    assert_err(&c.cmd("FROB 1"), "unknown command FROB");
+    assert_eq!(c.cmd("STAT"), "+OK 6 29816");
+}
+
+#[test]
+fn b09_wrong_state_commands_say_where_they_belong() {
+    let server = demo_server();
+    let mut c = server.connect();
+    for cmd in [
+        "STAT", "LIST", "RETR 1", "DELE 1", "NOOP", "RSET", "TOP 1 0", "UIDL",
+    ] {
+        let reply = c.cmd(cmd);
+        assert_err(
+            &reply,
+            "is a TRANSACTION command; log in first with USER and PASS",
+        );
+    }
+    c.login("alice", "wonderland");
+    for cmd in ["USER alice", "PASS wonderland", "APOP alice 0123"] {
+        assert_err(
+            &c.cmd(cmd),
+            "is an AUTHORIZATION command; you are logged in as alice",
+        );
+    }
+    assert_eq!(c.cmd("STAT"), "+OK 6 29816", "still in TRANSACTION");
+}
+
+#[test]
+fn b16_quit_in_authorization_closes_without_update() {
+    let server = demo_server();
+    let before = server.snapshot("alice");
+    let mut c = server.connect();
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert!(c.is_closed());
+    assert_eq!(server.snapshot("alice"), before);
+}
+
+#[test]
+fn b17_stat_counts_messages_and_octets_excluding_deleted() {
+    let server = demo_server();
+    let mut c = server.login("alice", "wonderland");
+    assert_eq!(c.cmd("STAT"), "+OK 6 29816");
+    assert!(c.cmd("DELE 4").starts_with("+OK"));
+    assert_eq!(c.cmd("STAT"), format!("+OK 5 {}", 29816 - 27765));
+    assert_err(&c.cmd("STAT 1"), "STAT takes fewer arguments");
+}
+
+#[test]
+fn b18_list_gives_scan_listings_and_single_lines() {
+    let server = demo_server();
+    let mut c = server.login("alice", "wonderland");
+    assert_eq!(
+        c.lines("LIST"),
+        ["1 327", "2 443", "3 362", "4 27765", "5 683", "6 236"]
+    );
+    assert_eq!(c.cmd("LIST 4"), "+OK 4 27765");
+    assert_err(&c.cmd("LIST 1 2"), "LIST takes fewer arguments");
+}
+
+#[test]
+fn b18_empty_maildrop_lists_nothing() {
+    let server = server_with_users("carol:pw\n", test_config());
+    let mut c = server.login("carol", "pw");
+    assert_eq!(c.cmd("STAT"), "+OK 0 0");
+    assert_eq!(c.cmd("LIST"), "+OK 0 messages (0 octets)");
+    assert_eq!(c.multiline_raw(), b".\r\n");
+    assert_eq!(c.cmd("UIDL"), "+OK unique-id listing follows");
+    assert_eq!(c.multiline_raw(), b".\r\n");
+    assert_err(
+        &c.cmd("RETR 1"),
+        "no such message: 1; the maildrop is empty",
+    );
+}
+
+#[test]
+fn b19_b20_retr_sends_crlf_lines_and_list_counts_them_exactly() {
+    let server = server_with_users("dan:pw\n", test_config());
+    let stored: [&[u8]; 6] = [
+        b"Subject: crlf\r\n\r\nbody\r\n",
+        b"Subject: lf only\n\nbody\nmore\n",
+        b"Subject: mixed\r\n\nbody\r\nmore\n",
+        b"Subject: no final newline\n\nlast line",
+        b"Subject: dots\n\n.\n..\n.x\nok.\n",
+        b"",
+    ];
+    for (i, content) in stored.iter().enumerate() {
+        server.deliver("dan", "new", &format!("17000000{i:02}.m{i}.test"), content);
+    }
+    let mut c = server.login("dan", "pw");
+    let listing = c.lines("LIST");
+    for (i, content) in stored.iter().enumerate() {
+        let reply = c.cmd(&format!("RETR {}", i + 1));
+        let raw = c.multiline_raw();
+        let stuffing = raw[..raw.len() - 3]
+            .split_inclusive(|&b| b == b'\n')
+            .filter(|l| l.starts_with(b"."))
+            .count();
+        let octets = raw.len() - 3 - stuffing;
+        assert_eq!(listing[i], format!("{} {octets}", i + 1), "{content:?}");
+        assert_eq!(reply, format!("+OK {octets} octets"));
+        let body = raw[..raw.len() - 3]
+            .split_inclusive(|&b| b == b'\n')
+            .flat_map(|l| l.strip_prefix(b".").unwrap_or(l).to_vec())
+            .collect::<Vec<u8>>();
+        assert_eq!(body, as_sent(content), "{content:?}");
+    }
+}
+
+#[test]
+fn b07_b20_retr_byte_stuffs_the_dot_message_exactly() {
+    let server = demo_server();
+    let mut c = server.login("alice", "wonderland");
+    assert_eq!(c.cmd("RETR 2"), "+OK 443 octets");
+    let raw = c.multiline_raw();
+    let text = String::from_utf8(raw).expect("text");
+    assert!(
+        text.contains("\r\n..\r\n... and this line started with two dots"),
+        "{text}"
+    );
+    assert!(text.ends_with("follows this one.\r\n.\r\n"));
+}
+
+#[test]
+fn b20_retr_of_every_demo_message_matches_the_files() {
+    let server = demo_server();
+    let files = alice_files(&server);
+    let mut c = server.login("alice", "wonderland");
+    for (i, stored) in files.iter().enumerate() {
+        assert!(c.cmd(&format!("RETR {}", i + 1)).starts_with("+OK"));
+        assert_eq!(c.multiline(), as_sent(stored), "message {}", i + 1);
+    }
+}
+
+#[test]
+fn b15_bad_message_numbers_get_err() {
+    let server = demo_server();
+    let mut c = server.login("alice", "wonderland");
+    for cmd in ["RETR", "DELE", "LIST", "UIDL"] {
+        assert_err(&c.cmd(&format!("{cmd} 0")), "message numbers start at 1");
+        assert_err(
+            &c.cmd(&format!("{cmd} 7")),
+            "no such message: 7; there are 6 messages",
+        );
+        for bad in ["-1", "+1", "1x", "0x1", "1.0"] {
+            assert_err(&c.cmd(&format!("{cmd} {bad}")), "is not a message number");
+        }
+        assert_err(
+            &c.cmd(&format!("{cmd} 99999999999999999999")),
+            "far too large",
+        );
+        assert_err(&c.cmd(&format!("{cmd} 1 2")), "takes fewer arguments");
+    }
+    assert_err(&c.cmd("RETR"), "RETR needs more arguments");
+    assert_err(&c.cmd("DELE"), "DELE needs more arguments");
+    assert_err(&c.cmd("TOP 1"), "TOP needs more arguments");
+    assert_err(&c.cmd("TOP 1 -1"), "is not a line count");
+    assert_err(&c.cmd("TOP 1 2 3"), "TOP takes fewer arguments");
+    assert_err(&c.cmd("TOP 0 1"), "message numbers start at 1");
+    assert_eq!(c.cmd("STAT"), "+OK 6 29816", "nothing was marked");
+}
+
+#[test]
+fn b21_dele_marks_and_every_later_reference_says_deleted() {
+    let server = demo_server();
+    let mut c = server.login("alice", "wonderland");
+    assert!(
+        c.cmd("DELE 2")
+            .starts_with("+OK message 2 marked as deleted")
+    );
+    for cmd in ["RETR 2", "DELE 2", "LIST 2", "UIDL 2", "TOP 2 0"] {
+        assert_err(
+            &c.cmd(cmd),
+            "no such message: 2 was deleted in this session",
+        );
+    }
+    assert_eq!(
+        c.lines("LIST"),
+        ["1 327", "3 362", "4 27765", "5 683", "6 236"]
+    );
+    let uidl = c.lines("UIDL");
+    assert_eq!(uidl.len(), 5);
+    assert!(uidl.iter().all(|l| !l.starts_with("2 ")));
+    assert_eq!(c.cmd("LIST 3"), "+OK 3 362", "numbers do not shift");
+}
+
+#[test]
+fn b22_rset_unmarks_and_noop_answers() {
+    let server = demo_server();
+    let mut c = server.login("alice", "wonderland");
+    c.cmd("DELE 1");
+    c.cmd("DELE 3");
+    assert_eq!(c.cmd("RSET"), "+OK maildrop has 6 messages (29816 octets)");
+    assert_eq!(c.cmd("STAT"), "+OK 6 29816");
+    assert_eq!(c.cmd("NOOP"), "+OK");
+    assert_err(&c.cmd("NOOP x"), "NOOP takes fewer arguments");
+    assert!(
+        c.cmd("QUIT")
+            .starts_with("+OK popstate signing off: removed 0 messages, 6 left")
+    );
+    assert_eq!(server.snapshot("alice").len(), 6);
+}
+
+#[test]
+fn b23_quit_removes_exactly_the_marked_messages() {
+    let server = demo_server();
+    let before = server.snapshot("alice");
+    let mut c = server.login("alice", "wonderland");
+    c.cmd("DELE 1");
+    c.cmd("DELE 4");
+    assert_eq!(
+        c.cmd("QUIT"),
+        "+OK popstate signing off: removed 2 messages, 4 left"
+    );
+    assert!(c.is_closed());
+    let after = server.snapshot("alice");
+    let expected: Vec<_> = before
+        .into_iter()
+        .filter(|(name, _)| !name.contains("demo1") && !name.contains("demo4"))
+        .collect();
+    assert_eq!(after, expected, "the others are untouched, byte for byte");
+    let mut c = server.login("alice", "wonderland");
+    assert_eq!(c.lines("LIST"), ["1 443", "2 362", "3 683", "4 236"]);
+}
+
+#[test]
+fn b24_dropped_connection_removes_nothing() {
+    let server = demo_server();
+    let before = server.snapshot("alice");
+    let mut c = server.login("alice", "wonderland");
+    for n in 1..=6 {
+        c.cmd(&format!("DELE {n}"));
+    }
+    drop(c);
+    // The lock is released when the session notices the close; then the next login works.
+    let mut c = login_when_free(&server, "alice", "wonderland");
+    assert_eq!(c.cmd("STAT"), "+OK 6 29816");
+    assert_eq!(server.snapshot("alice"), before);
+}
+
+/// Logs in, retrying while an ending session still holds the lock.
+fn login_when_free(server: &common::TestServer, user: &str, pass: &str) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = server.connect();
+        c.cmd(&format!("USER {user}"));
+        let reply = c.cmd(&format!("PASS {pass}"));
+        if reply.starts_with("+OK") {
+            return c;
+        }
+        assert!(reply.contains("[IN-USE]"), "{reply}");
+        assert!(Instant::now() < deadline, "lock never released");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn b25_top_gives_header_blank_line_and_n_body_lines() {
+    let server = demo_server();
+    let mut c = server.login("alice", "wonderland");
+    let header = "From: popstate <teacher@example.org>\nTo: alice@example.org\nSubject: A long message\nDate: Tue, 25 Nov 2025 09:00:04 +0000\nMessage-ID: <demo4@popstate.example>\n";
+    assert!(c.cmd("TOP 4 0").starts_with("+OK"));
+    assert_eq!(
+        String::from_utf8(c.multiline()).expect("text"),
+        format!("{header}\n").replace('\n', "\r\n")
+    );
+    let three = c.lines("TOP 4 3");
+    assert_eq!(three.len(), 5 + 1 + 3);
+    assert!(three[8].starts_with("Line 003 of 400"));
+    let all = c.lines("TOP 4 1000");
+    assert_eq!(
+        all.len(),
+        5 + 1 + 400,
+        "a count past the end gives everything"
+    );
+    let stuffed = {
+        c.cmd("TOP 2 1");
+        String::from_utf8(c.multiline_raw()).expect("text")
+    };
+    assert!(stuffed.ends_with("two dots,\r\n.\r\n"));
+    let dots = {
+        c.cmd("TOP 2 3");
+        String::from_utf8(c.multiline_raw()).expect("text")
+    };
+    assert!(
+        dots.ends_with("the message:\r\n..\r\n.\r\n"),
+        "TOP stuffs too: {dots}"
+    );
+}
+
+#[test]
+fn b26_uidl_is_stable_unique_and_well_formed() {
+    let server = demo_server();
+    let mut c = server.login("alice", "wonderland");
+    let first = c.lines("UIDL");
+    assert_eq!(c.cmd("UIDL 2"), "+OK 2 1764000002.demo2.popstate");
+    c.cmd("QUIT");
+    let ids: Vec<&str> = first
+        .iter()
+        .map(|l| l.split(' ').nth(1).expect("id"))
+        .collect();
+    for id in &ids {
+        assert!((1..=70).contains(&id.len()));
+        assert!(id.bytes().all(|b| (0x21..=0x7e).contains(&b)));
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len());
+    // A mail reader marks message 3 as seen (new/ -> cur/ with flags): its id stays.
+    let dir = server.maildir("alice");
+    fs::rename(
+        dir.join("new/1764000003.demo3.popstate"),
+        dir.join("cur/1764000003.demo3.popstate:2,S"),
+    )
+    .expect("rename");
+    let mut c = server.login("alice", "wonderland");
+    assert_eq!(c.lines("UIDL"), first);
+}
+
+#[test]
+fn b26_message_renamed_during_session_is_still_served_and_removed() {
+    let server = demo_server();
+    let mut c = server.login("alice", "wonderland");
+    let dir = server.maildir("alice");
+    fs::rename(
+        dir.join("new/1764000002.demo2.popstate"),
+        dir.join("cur/1764000002.demo2.popstate:2,RS"),
+    )
+    .expect("rename");
+    assert_eq!(c.cmd("RETR 2"), "+OK 443 octets");
+    c.multiline();
+    c.cmd("DELE 2");
+    c.cmd("QUIT");
+    assert!(!dir.join("cur/1764000002.demo2.popstate:2,RS").exists());
+    assert_eq!(server.snapshot("alice").len(), 5);
+}
+
+#[test]
+fn b28_r03_user_never_reveals_whether_a_user_exists() {
+    let server = demo_server();
+    let mut c = server.connect();
+    let known = c.cmd("USER alice");
+    let wrong_pass = c.cmd("PASS nope");
+    let unknown = c.cmd("USER mallory");
+    let unknown_pass = c.cmd("PASS nope");
+    assert_eq!(known.replace("alice", "X"), unknown.replace("mallory", "X"));
+    assert!(!known.contains("[AUTH]"), "RFC 3206 §5: no [AUTH] on USER");
+    assert_eq!(wrong_pass, unknown_pass);
+    assert_err(&wrong_pass, "[AUTH]");
+}
+
+#[test]
+fn b29_pass_takes_the_rest_of_the_line_and_must_follow_user() {
+    let server = server_with_users("erin:two words  and more\n", test_config());
+    let mut c = server.connect();
+    assert_err(
+        &c.cmd("PASS two words  and more"),
+        "PASS must come right after USER",
+    );
+    c.cmd("USER erin");
+    assert_err(&c.cmd("PASS two words"), "[AUTH]");
+    assert_err(
+        &c.cmd("PASS two words  and more"),
+        "PASS must come right after USER",
+    );
+    c.cmd("USER erin");
+    c.cmd("NOOP");
+    assert_err(
+        &c.cmd("PASS two words  and more"),
+        "PASS must come right after USER",
+    );
+    c.cmd("USER erin");
+    assert!(c.cmd("PASS two words  and more").starts_with("+OK"));
+}
+
+#[test]
+fn unsafe_user_names_never_reach_the_file_system() {
+    let server = demo_server();
+    let mut c = server.connect();
+    for name in ["..", ".", "a/b", "../alice", "a\\b", "a:b"] {
+        assert_err(&c.cmd(&format!("USER {name}")), "");
+    }
+    assert_err(&c.cmd("USER"), "USER needs more arguments");
+    assert_err(&c.cmd("USER a b"), "USER takes fewer arguments");
+    let root = server.dir.path().join("maildirs");
+    let mut entries: Vec<String> = fs::read_dir(&root)
+        .expect("root")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["alice", "bob"]);
+}
+
+#[test]
+fn b13_x13_second_login_gets_in_use_and_stays_in_authorization() {
+    let server = demo_server();
+    let mut first = server.login("alice", "wonderland");
+    let mut second = server.connect();
+    second.cmd("USER alice");
+    assert_err(&second.cmd("PASS wonderland"), "[IN-USE]");
+    // Still in AUTHORIZATION: a TRANSACTION command is refused as such, another user works.
+    assert_err(&second.cmd("STAT"), "log in first");
+    second.login("bob", "builder");
+    assert_eq!(second.cmd("STAT"), "+OK 2 502");
+    // A wrong password on a locked maildrop says [AUTH], not [IN-USE]: no hint without the secret.
+    let mut third = server.connect();
+    third.cmd("USER alice");
+    assert_err(&third.cmd("PASS guess"), "[AUTH]");
+    // QUIT releases the lock at once.
+    first.cmd("QUIT");
+    assert!(first.is_closed());
+    third.login("alice", "wonderland");
+}
+
+#[test]
+fn b14_unreadable_maildrop_gets_sys_perm_and_no_lock_is_kept() {
+    let server = demo_server();
+    let dir = server.maildir("bob");
+    fs::remove_dir_all(dir.join("new")).expect("rm");
+    fs::write(dir.join("new"), b"not a folder").expect("write");
+    let mut c = server.connect();
+    c.cmd("USER bob");
+    assert_err(&c.cmd("PASS builder"), "[SYS/PERM]");
+    fs::remove_file(dir.join("new")).expect("rm");
+    fs::create_dir(dir.join("new")).expect("mkdir");
+    c.cmd("USER bob");
+    assert!(
+        c.cmd("PASS builder").starts_with("+OK"),
+        "the lock was released"
+    );
+}
+
+#[test]
+fn a_user_without_a_maildir_gets_an_empty_one() {
+    let server = server_with_users("fay:pw\n", test_config());
+    let mut c = server.login("fay", "pw");
+    assert_eq!(c.cmd("STAT"), "+OK 0 0");
+    assert!(server.maildir("fay").join("new").is_dir());
+}
+
+#[test]
+fn b10_b11_idle_timer_closes_silently_and_removes_nothing() {
+    let mut config = test_config();
+    config.idle_timeout = Duration::from_secs(1);
+    let server = demo_server_with(config);
+    let before = server.snapshot("alice");
+    let mut c = server.login("alice", "wonderland");
+    c.cmd("DELE 1");
+    // Each command resets the timer: 3 s of NOOPs every 0.4 s keep the session alive.
+    for _ in 0..8 {
+        thread::sleep(Duration::from_millis(400));
+        assert_eq!(c.cmd("NOOP"), "+OK");
+    }
+    let started = Instant::now();
+    assert!(c.is_closed(), "closed without a reply");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(800), "{waited:?}");
+    assert_eq!(server.snapshot("alice"), before, "no UPDATE");
+    login_when_free(&server, "alice", "wonderland");
+}
+
+#[test]
+fn x01_command_lines_up_to_255_octets_are_accepted_longer_ones_refused_in_step() {
+    let server = demo_server();
+    let mut c = server.login("alice", "wonderland");
+    // NOOP, then spaces: 253 octets + CRLF = 255.
+    let max = format!("NOOP{}", " ".repeat(249));
+    assert_eq!(c.cmd(&max), "+OK");
+    assert_err(&c.cmd(&format!("{max} ")), "command line too long");
+    assert_eq!(c.cmd("STAT"), "+OK 6 29816", "in step after a long line");
+    c.send_raw(&[b"X".repeat(100_000), b"\r\nSTAT\r\n".to_vec()].concat());
+    assert_err(&c.line(), "too long");
+    assert_eq!(c.line(), "+OK 6 29816");
+    c.send_raw(&[b"Y".repeat(2_000_000), b"\nNOOP\n".to_vec()].concat());
+    assert_err(&c.line(), "too long");
+    assert_eq!(c.line(), "+OK");
+}
+
+#[test]
+fn x02_x03_capa_is_the_same_in_both_states() {
+    let server = demo_server();
+    let mut c = server.connect();
+    let before = c.lines("CAPA");
+    assert_eq!(
+        before,
+        [
+            "TOP",
+            "USER",
+            "UIDL",
+            "RESP-CODES",
+            "AUTH-RESP-CODE",
+            "PIPELINING",
+            "EXPIRE NEVER",
+            &format!("IMPLEMENTATION popstate-{}", env!("CARGO_PKG_VERSION")),
+        ]
+    );
+    c.login("alice", "wonderland");
+    assert_eq!(c.lines("CAPA"), before);
+    assert_err(&c.cmd("CAPA x"), "CAPA takes no arguments");
+}
+
+#[test]
+fn x10_a_thousand_pipelined_commands_get_a_thousand_replies_in_order() {
+    let server = demo_server();
+    let mut c = server.connect();
+    let mut batch = String::from("USER alice\r\nPASS wonderland\r\n");
+    for i in 0..1000 {
+        batch.push_str(match i % 4 {
+            0 => "STAT\r\n",
+            1 => "NOOP\r\n",
+            2 => "LIST 3\r\n",
+            _ => "UIDL 1\r\n",
+        });
+    }
+    c.send_raw(batch.as_bytes());
+    assert!(c.line().starts_with("+OK"));
+    assert!(c.line().starts_with("+OK"));
+    for i in 0..1000 {
+        let expected = match i % 4 {
+            0 => "+OK 6 29816",
+            1 => "+OK",
+            2 => "+OK 3 362",
+            _ => "+OK 1 1764000001.demo1.popstate",
+        };
+        assert_eq!(c.line(), expected, "reply {i}");
+    }
+}
+
+#[test]
+fn x10_a_client_that_writes_everything_before_reading_does_not_deadlock() {
+    let server = demo_server();
+    let mut c = server.login("alice", "wonderland");
+    // 300 RETRs of the 27 KB message: about 8 MB of replies, far more than socket buffers hold.
+    let batch = "RETR 4\r\n".repeat(300);
+    let mut writer = c.writer.try_clone().expect("clone");
+    let sender = thread::spawn(move || writer.write_all(batch.as_bytes()));
+    for _ in 0..300 {
+        assert_eq!(c.line(), "+OK 27765 octets");
+        assert_eq!(c.multiline().len(), 27765);
+    }
+    sender.join().expect("join").expect("write");
+}
+
+#[test]
+fn mail_delivered_during_a_session_is_not_listed_and_not_removed() {
+    let server = demo_server();
+    let mut c = server.login("bob", "builder");
+    let late = server.deliver(
+        "bob",
+        "new",
+        "1764000200.late.popstate",
+        b"Subject: late\n\nhi\n",
+    );
+    assert_eq!(c.cmd("STAT"), "+OK 2 502");
+    assert_err(&c.cmd("RETR 3"), "no such message: 3");
+    c.cmd("DELE 1");
+    c.cmd("DELE 2");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert!(late.exists());
+    let mut c = server.login("bob", "builder");
+    assert_eq!(c.cmd("STAT"), "+OK 1 21");
+}
+
+#[test]
+fn r01_message_removed_or_changed_by_another_program_gets_sys_temp() {
+    let server = demo_server();
+    let mut c = server.login("alice", "wonderland");
+    let dir = server.maildir("alice");
+    fs::remove_file(dir.join("new/1764000003.demo3.popstate")).expect("rm");
+    assert_err(&c.cmd("RETR 3"), "[SYS/TEMP] message 3 cannot be sent");
+    assert_err(&c.cmd("TOP 3 0"), "[SYS/TEMP]");
+    fs::write(dir.join("new/1764000005.demo5.popstate"), b"short now\n").expect("write");
+    assert_err(&c.cmd("RETR 5"), "changed it since login");
+    assert_eq!(c.cmd("RETR 6"), "+OK 236 octets", "the others are fine");
+    c.multiline();
+    assert_eq!(c.cmd("NOOP"), "+OK");
+}
+
+#[test]
+fn session_limit_refuses_with_sys_temp_and_frees_slots() {
+    let mut config = test_config();
+    config.max_sessions = 2;
+    let server = demo_server_with(config);
+    let a = server.connect();
+    let _b = server.connect();
+    let mut over = TcpStream::connect(server.addr).expect("connect");
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut over, &mut reply).expect("read until close");
+    assert!(
+        reply.starts_with("-ERR [SYS/TEMP] too many sessions (limit 2)"),
+        "{reply}"
+    );
+    let mut a = a;
+    a.cmd("QUIT");
+    assert!(a.is_closed());
+    // The slot comes back when the thread ends.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = Client::connect(server.addr);
+        if c.greeting.starts_with("+OK") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
