@@ -38,7 +38,10 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args: Args = argh::from_env();
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -47,6 +50,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// argh's own `from_env` prints a usage paragraph for a bad flag; a single line is easier to read
+/// in a service log, so errors are reported here, and only `--help` prints the full text.
+fn parse_args() -> Result<Args, ExitCode> {
+    let argv: Vec<String> = std::env::args().collect();
+    let name = argv.first().map_or("popstate", |s| s.as_str());
+    let rest: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
+    Args::from_args(&[name], &rest).map_err(|exit| match exit.status {
+        Ok(()) => {
+            println!("{}", exit.output);
+            ExitCode::SUCCESS
+        }
+        Err(()) => {
+            let first = exit.output.lines().next().unwrap_or("bad arguments");
+            eprintln!("popstate: {first} (see popstate --help)");
+            ExitCode::from(2)
+        }
+    })
 }
 
 fn run(args: Args) -> Result<(), String> {

@@ -60,3 +60,81 @@ pub fn update(mut maildrop: Box<dyn Maildrop>, deleted: &[bool]) -> Removed {
 fn plural(n: usize) -> &'static str {
     if n == 1 { "message" } else { "messages" }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::maildrop::MessageInfo;
+    use std::io::BufRead;
+
+    /// A maildrop in memory whose `remove` fails for chosen messages.
+    struct Fake {
+        messages: Vec<MessageInfo>,
+        fail: Vec<usize>,
+        removed: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    }
+
+    impl Maildrop for Fake {
+        fn messages(&self) -> &[MessageInfo] {
+            &self.messages
+        }
+        fn open(&self, _: usize) -> Result<Box<dyn BufRead + Send>, String> {
+            Err("not used".into())
+        }
+        fn remove(&mut self, index: usize) -> Result<(), String> {
+            if self.fail.contains(&index) {
+                return Err("read-only file system".into());
+            }
+            self.removed.lock().expect("lock").push(index);
+            Ok(())
+        }
+    }
+
+    fn fake(
+        n: usize,
+        fail: Vec<usize>,
+    ) -> (
+        Box<dyn Maildrop>,
+        std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    ) {
+        let removed = std::sync::Arc::default();
+        let messages = (0..n)
+            .map(|i| MessageInfo {
+                size: 10,
+                uid: format!("u{i}"),
+            })
+            .collect();
+        (
+            Box::new(Fake {
+                messages,
+                fail,
+                removed: std::sync::Arc::clone(&removed),
+            }),
+            removed,
+        )
+    }
+
+    #[test]
+    fn b23_removes_exactly_the_marked_messages() {
+        let (maildrop, removed) = fake(4, vec![]);
+        let done = update(maildrop, &[true, false, true, false]);
+        assert_eq!(*removed.lock().expect("lock"), [0, 2]);
+        assert_eq!(done.removed, 2);
+        assert_eq!(
+            done.reply.status_line(),
+            "+OK popstate signing off: removed 2 messages, 2 left"
+        );
+    }
+
+    #[test]
+    fn b23_r01_a_failed_removal_is_reported_with_sys_temp() {
+        let (maildrop, removed) = fake(4, vec![1, 3]);
+        let done = update(maildrop, &[true, true, false, true]);
+        assert_eq!(*removed.lock().expect("lock"), [0]);
+        assert_eq!(done.removed, 1);
+        assert_eq!(
+            done.reply.status_line(),
+            "-ERR [SYS/TEMP] removed 1 of 3 marked messages; message 2 could not be removed: read-only file system (and 1 more)"
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! The `popstate` binary: flags, errors, the demo, logs, and the lock across processes.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use common::{Client, TempDir, assert_err};
+
+const BIN: &str = env!("CARGO_BIN_EXE_popstate");
+
+/// A running `popstate` child process, killed when dropped.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    stdout: String,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    /// Starts the binary with `args` (plus `--listen 127.0.0.1:0`) and waits for its banner.
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
+        let mut child = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start popstate");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (btx, brx) = mpsc::channel();
+        // Without --maildir-root the banner goes on to explain the demo.
+        let last_line = if args.is_empty() {
+            "Stop the server"
+        } else {
+            "popstate "
+        };
+        thread::spawn(move || {
+            let mut text = String::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                text.push_str(&line);
+                text.push('\n');
+                if line.starts_with(last_line) {
+                    let _ = btx.send(text.clone());
+                }
+            }
+        });
+        let stdout = brx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("popstate printed its banner");
+        let addr = stdout
+            .lines()
+            .find_map(|l| l.split("listening on ").nth(1))
+            .expect("address in banner")
+            .trim()
+            .parse()
+            .expect("socket address");
+        Running {
+            child,
+            addr,
+            stdout,
+            stderr: rx,
+        }
+    }
+
+    /// Collects stderr lines until one contains `needle` (or 10 s pass).
+    fn wait_log(&self, needle: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(10)) {
+            let found = line.contains(needle);
+            seen.push(line);
+            if found {
+                return seen;
+            }
+        }
+        panic!("no log line with {needle:?}; saw {seen:#?}");
+    }
+}
+
+/// Runs the binary to completion and returns (exit code, stdout, stderr).
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start popstate");
+    let (mut out, mut err) = (String::new(), String::new());
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let _ = stdout.read_to_string(&mut out);
+    err.push_str(&reader.join().expect("join"));
+    let status = child.wait().expect("wait");
+    (status.code(), out, err)
+}
+
+/// A maildrop root and users file for a real (non-demo) run.
+fn real_setup() -> TempDir {
+    let dir = TempDir::new("cli");
+    popstate::demo::create(&dir.path().join("d")).expect("demo files");
+    dir
+}
+
+#[test]
+fn help_lists_every_flag() {
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    for flag in [
+        "--listen",
+        "--maildir-root",
+        "--users",
+        "--idle-timeout",
+        "--max-sessions",
+    ] {
+        assert!(out.contains(flag), "{flag} in {out}");
+    }
+}
+
+#[test]
+fn bad_flags_and_files_give_one_clear_line_and_a_failure_code() {
+    let dir = real_setup();
+    let root = dir.path().join("d/maildirs");
+    let root = root.to_str().expect("utf-8 path");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--frobnicate"], "Unrecognized argument: --frobnicate"),
+        (vec!["--idle-timeout", "soon"], "idle-timeout"),
+        (
+            vec!["--listen", "not-an-address"],
+            "cannot listen on not-an-address",
+        ),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--maildir-root",
+                root,
+                "--users",
+                "/nonexistent/users",
+            ],
+            "cannot read users file /nonexistent/users",
+        ),
+        (
+            vec!["--listen", "127.0.0.1:0", "--maildir-root", root],
+            "--maildir-root and --users go together",
+        ),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--maildir-root",
+                "/nonexistent",
+                "--users",
+                "/dev/null",
+            ],
+            "not a folder",
+        ),
+        (
+            vec!["--listen", "127.0.0.1:0", "--idle-timeout", "0"],
+            "at least 1 second",
+        ),
+        (
+            vec!["--listen", "127.0.0.1:0", "--max-sessions", "0"],
+            "at least 1",
+        ),
+    ];
+    for (args, expected) in cases {
+        let (code, _, err) = run(&args);
+        assert_ne!(code, Some(0), "{args:?}");
+        assert!(code.is_some(), "{args:?} exited by signal");
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.trim().lines().count() <= 2, "{args:?}: short: {err}");
+    }
+}
+
+#[test]
+fn a_users_file_with_a_bad_line_names_the_line() {
+    let dir = real_setup();
+    let users = dir.path().join("users");
+    std::fs::write(&users, "alice:x\n../etc:y\n").expect("write");
+    let root = dir.path().join("d/maildirs");
+    let (code, _, err) = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--maildir-root",
+        root.to_str().expect("utf-8"),
+        "--users",
+        users.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("line 2"), "{err}");
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let (code, _, err) = run(&["--listen", &addr]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.starts_with(&format!("popstate: cannot listen on {addr}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn no_flags_serves_the_demo_and_says_how_to_connect() {
+    let server = Running::start(&[], &[]);
+    assert!(
+        server.stdout.contains("telnet 127.0.0.1"),
+        "{}",
+        server.stdout
+    );
+    assert!(
+        server.stdout.contains("alice / wonderland"),
+        "{}",
+        server.stdout
+    );
+    let mut c = Client::connect(server.addr);
+    c.login("alice", "wonderland");
+    assert_eq!(c.cmd("STAT"), "+OK 6 29816");
+}
+
+#[test]
+fn b13_the_lock_holds_across_processes() {
+    let dir = real_setup();
+    let root = dir.path().join("d/maildirs");
+    let users = dir.path().join("d/users");
+    let args = [
+        "--maildir-root",
+        root.to_str().expect("utf-8"),
+        "--users",
+        users.to_str().expect("utf-8"),
+    ];
+    let one = Running::start(&args, &[]);
+    let two = Running::start(&args, &[]);
+    let mut first = Client::connect(one.addr);
+    first.login("alice", "wonderland");
+    let mut second = Client::connect(two.addr);
+    second.cmd("USER alice");
+    assert_err(&second.cmd("PASS wonderland"), "[IN-USE]");
+    first.cmd("QUIT");
+    assert!(first.is_closed());
+    second.cmd("USER alice");
+    assert!(second.cmd("PASS wonderland").starts_with("+OK"));
+}
+
+#[test]
+fn logs_show_sessions_and_never_the_password() {
+    let server = Running::start(&[], &[("RUST_LOG", "popstate=trace")]);
+    let mut c = Client::connect(server.addr);
+    c.login("alice", "wonderland");
+    c.cmd("RETR 1");
+    c.multiline();
+    c.cmd("DELE 1");
+    c.cmd("QUIT");
+    let lines = server.wait_log("ended");
+    let all = lines.join("\n");
+    assert!(!all.contains("wonderland"), "{all}");
+    assert!(all.contains("C: PASS ****"), "{all}");
+    assert!(all.contains("S: +OK 327 octets"), "{all}");
+    assert!(
+        all.contains("TRANSACTION as alice"),
+        "debug: state changes: {all}"
+    );
+    let end = lines.last().expect("end line");
+    assert!(end.contains("user alice, 1 retrieved, 1 deleted"), "{end}");
+    assert!(end.contains("octets sent"), "{end}");
+}
