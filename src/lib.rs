@@ -17,10 +17,12 @@
 //! | [`maildrop`]      | what the states need from storage                 | 1939 §4        |
 //! | [`maildir`]       | Maildir storage, unique-ids and the lock          | 1939 §4, §7    |
 //! | [`users`]         | the users file and password checks                | 1939 §7, §13   |
+//! | [`classroom`]     | `--trace`: the dialogue on the server's terminal  |                |
 //! | [`demo`]          | the demo maildrop that `cargo run` serves         |                |
 
 pub mod authorization;
 pub mod capa;
+pub mod classroom;
 pub mod command;
 pub mod demo;
 pub mod maildir;

@@ -35,6 +35,9 @@ struct Args {
     /// milliseconds to wait before answering a wrong password (default 1000)
     #[argh(option, default = "1000")]
     auth_failure_delay_ms: u64,
+    /// print every session's dialogue here, for a classroom (passwords masked)
+    #[argh(switch)]
+    trace: bool,
 }
 
 fn main() -> ExitCode {
@@ -117,6 +120,7 @@ fn run(args: Args) -> Result<(), String> {
         idle_timeout: Duration::from_secs(args.idle_timeout),
         max_sessions: args.max_sessions,
         failure_delay: Duration::from_millis(args.auth_failure_delay_ms),
+        classroom: args.trace,
     };
     let server = Server::new(
         listener,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use log::{info, warn};
 
 use crate::maildrop::Store;
-use crate::session::{self, Context, End};
+use crate::session::{self, Context};
 use crate::users::Users;
 
 /// Settings an operator may change (each one is a command-line flag in main.rs).
@@ -29,6 +29,8 @@ pub struct Config {
     pub max_sessions: usize,
     /// Wait after a wrong password before answering, so guessing is slow.
     pub failure_delay: Duration,
+    /// Print every session's dialogue on standard output (`--trace`, classroom.rs).
+    pub classroom: bool,
 }
 
 impl Default for Config {
@@ -37,6 +39,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(600),
             max_sessions: 1000,
             failure_delay: Duration::from_secs(1),
+            classroom: false,
         }
     }
 }
@@ -134,16 +137,12 @@ fn serve_client(stream: TcpStream, slot: Slot, id: u64) {
         users: &shared.users,
         store: shared.store.as_ref(),
         failure_delay: shared.config.failure_delay,
+        classroom: shared.config.classroom,
     };
     let summary = session::run(&stream, &stream, &ctx, id);
-    let end = match &summary.end {
-        End::Quit => "QUIT".to_string(),
-        End::Closed => "closed by the client without QUIT; nothing removed".to_string(),
-        End::TimedOut => "timed out; nothing removed".to_string(),
-        End::Failed(e) => format!("connection error: {e}; nothing removed"),
-    };
     info!(
-        "session {id} from {peer}: ended ({end}); user {}, {} retrieved, {} deleted, {} octets sent",
+        "session {id} from {peer}: ended ({}); user {}, {} retrieved, {} deleted, {} octets sent",
+        summary.end.describe(),
         summary.user.as_deref().unwrap_or("-"),
         summary.retrieved,
         summary.deleted,

@@ -16,6 +16,7 @@ use std::time::Duration;
 use log::{debug, trace};
 
 use crate::authorization::{self, Authorization};
+use crate::classroom::Classroom;
 use crate::command::{self, Command};
 use crate::maildrop::Store;
 use crate::protocol::{self, Line, MAX_COMMAND_LINE, Reply};
@@ -33,6 +34,8 @@ pub struct Context<'a> {
     pub store: &'a dyn Store,
     /// Wait after each wrong password (see authorization.rs).
     pub failure_delay: Duration,
+    /// Print the dialogue for a classroom (`--trace`, see classroom.rs).
+    pub classroom: bool,
 }
 
 /// How a session ended, for its log line.
@@ -49,6 +52,18 @@ pub enum End {
     Failed(io::Error),
 }
 
+impl End {
+    /// For the log: how it ended, and whether the maildrop changed.
+    pub fn describe(&self) -> String {
+        match self {
+            End::Quit => "QUIT".to_string(),
+            End::Closed => "closed by the client without QUIT; nothing removed".to_string(),
+            End::TimedOut => "timed out; nothing removed".to_string(),
+            End::Failed(e) => format!("connection error: {e}; nothing removed"),
+        }
+    }
+}
+
 /// What a session did, for its log line.
 #[derive(Debug)]
 pub struct Summary {
@@ -63,7 +78,7 @@ pub struct Summary {
 /// Runs a whole session on a connection. Generic over `Read + Write` so that tests can drive it
 /// with byte buffers as well as sockets.
 pub fn run<R: Read, W: Write>(input: R, output: W, ctx: &Context, id: u64) -> Summary {
-    let mut conn = Connection::new(input, output, id);
+    let mut conn = Connection::new(input, output, id, ctx.classroom);
     let mut summary = Summary {
         user: None,
         retrieved: 0,
@@ -84,6 +99,9 @@ pub fn run<R: Read, W: Write>(input: R, output: W, ctx: &Context, id: u64) -> Su
         Err(e) => End::Failed(e),
     };
     summary.octets_sent = conn.sent();
+    if let Some(view) = &conn.view {
+        view.ended(&summary.end.describe());
+    }
     summary
 }
 // ANCHOR_END: run
@@ -122,6 +140,7 @@ fn states<R: Read, W: Write>(
     };
 
     debug!("session {}: TRANSACTION as {user}", conn.id);
+    conn.enter("TRANSACTION", &format!(" as {user}"));
     summary.user = Some(user.clone());
     let mut transaction = Transaction::new(user, maildrop);
     loop {
@@ -137,6 +156,7 @@ fn states<R: Read, W: Write>(
     }
 
     debug!("session {}: UPDATE", conn.id);
+    conn.enter("UPDATE", ": removing the messages marked as deleted");
     let (maildrop, deleted) = transaction.into_update();
     let done = update(maildrop, &deleted);
     summary.deleted = done.removed;
@@ -150,10 +170,12 @@ struct Connection<R: Read, W: Write> {
     input: BufReader<R>,
     output: BufWriter<Counted<W>>,
     id: u64,
+    /// The classroom view, when the server runs with `--trace`.
+    view: Option<Classroom>,
 }
 
 impl<R: Read, W: Write> Connection<R, W> {
-    fn new(input: R, output: W, id: u64) -> Self {
+    fn new(input: R, output: W, id: u64, classroom: bool) -> Self {
         Connection {
             input: BufReader::with_capacity(4096, input),
             output: BufWriter::with_capacity(
@@ -164,6 +186,13 @@ impl<R: Read, W: Write> Connection<R, W> {
                 },
             ),
             id,
+            view: classroom.then(|| Classroom::new(id)),
+        }
+    }
+
+    fn enter(&mut self, state: &'static str, detail: &str) {
+        if let Some(view) = &mut self.view {
+            view.enter(state, detail);
         }
     }
 
@@ -179,7 +208,11 @@ impl<R: Read, W: Write> Connection<R, W> {
                     "command line too long: at most {MAX_COMMAND_LINE} octets including CRLF (RFC 2449 section 4)"
                 ),
                 Some(Line::Command(bytes)) => {
-                    trace!("session {} C: {}", self.id, masked(&bytes));
+                    let shown = masked(&bytes);
+                    trace!("session {} C: {shown}", self.id);
+                    if let Some(view) = &self.view {
+                        view.client(&shown);
+                    }
                     match command::parse(&bytes) {
                         Ok(cmd) => return Ok(Some(cmd)),
                         Err(why) => why,
@@ -197,7 +230,10 @@ impl<R: Read, W: Write> Connection<R, W> {
     /// pipelining client gets large packets and an interactive one gets each reply at once.
     fn send(&mut self, reply: Reply) -> io::Result<()> {
         trace!("session {} S: {}", self.id, reply.status_line());
-        protocol::write_reply(&mut self.output, reply)?;
+        match &self.view {
+            Some(view) => protocol::write_reply(&mut view.watch(&mut self.output), reply)?,
+            None => protocol::write_reply(&mut self.output, reply)?,
+        };
         if self.input.buffer().is_empty() {
             self.output.flush()?;
         }

@@ -18,6 +18,8 @@ struct Running {
     child: Child,
     addr: SocketAddr,
     stdout: String,
+    /// Standard output after the banner, line by line (the `--trace` view).
+    more_stdout: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
 }
 
@@ -50,19 +52,28 @@ impl Running {
             }
         });
         let (btx, brx) = mpsc::channel();
+        let (otx, orx) = mpsc::channel();
         // Without --maildir-root the banner goes on to explain the demo.
-        let last_line = if args.is_empty() {
+        let last_line = if !args.contains(&"--maildir-root") {
             "Stop the server"
         } else {
             "popstate "
         };
         thread::spawn(move || {
             let mut text = String::new();
+            let mut banner_done = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if banner_done {
+                    if otx.send(line).is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 text.push_str(&line);
                 text.push('\n');
                 if line.starts_with(last_line) {
                     let _ = btx.send(text.clone());
+                    banner_done = true;
                 }
             }
         });
@@ -80,6 +91,7 @@ impl Running {
             child,
             addr,
             stdout,
+            more_stdout: orx,
             stderr: rx,
         }
     }
@@ -292,4 +304,43 @@ fn logs_show_sessions_and_never_the_password() {
     let end = lines.last().expect("end line");
     assert!(end.contains("user alice, 1 retrieved, 1 deleted"), "{end}");
     assert!(end.contains("octets sent"), "{end}");
+}
+
+#[test]
+fn trace_shows_the_dialogue_with_states_and_summarised_bodies() {
+    let server = Running::start(&["--trace"], &[]);
+    let mut c = Client::connect(server.addr);
+    c.login("alice", "wonderland");
+    c.cmd("RETR 4");
+    c.multiline();
+    c.cmd("QUIT");
+    let mut seen = Vec::new();
+    while let Ok(line) = server.more_stdout.recv_timeout(Duration::from_secs(10)) {
+        let done = line.contains("session over");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let all = seen.join("\n");
+    for expected in [
+        "[1 AUTHORIZATION] C: USER alice",
+        "[1 AUTHORIZATION] C: PASS ****",
+        "[1] ==> TRANSACTION as alice",
+        "[1 TRANSACTION] C: RETR 4",
+        "[1 TRANSACTION] S: +OK 27765 octets",
+        "[1 TRANSACTION] S: From: popstate <teacher@example.org>",
+        "[1 TRANSACTION] S: ... 400 more lines (not shown) ...",
+        "[1 TRANSACTION] S: .",
+        "[1] ==> UPDATE",
+        "[1 UPDATE] S: +OK popstate signing off",
+        "[1] ==> session over: QUIT",
+    ] {
+        assert!(all.contains(expected), "{expected:?} missing from:\n{all}");
+    }
+    assert!(!all.contains("wonderland"), "{all}");
+    assert!(
+        !all.contains("Line 100 of 400"),
+        "bodies are summarised: {all}"
+    );
 }

@@ -97,6 +97,7 @@ pub fn test_config() -> Config {
         idle_timeout: Duration::from_secs(30),
         max_sessions: 100,
         failure_delay: Duration::ZERO,
+        classroom: false,
     }
 }
 
