@@ -31,26 +31,38 @@ pub enum Outcome {
         user: String,
         maildrop: Box<dyn Maildrop>,
     },
-    /// Reply and close the connection: QUIT here never enters UPDATE (RFC 1939 §6).
+    /// Reply and close the connection: QUIT, or too many wrong passwords. Either way, nothing
+    /// in any maildrop changes (RFC 1939 §6: UPDATE only follows TRANSACTION).
     Quit(Reply),
+}
+
+/// How wrong passwords are treated (defaults and reasons in limits.rs).
+#[derive(Debug, Clone, Copy)]
+pub struct LoginPolicy {
+    /// Wait before answering a wrong PASS, to make guessing slow.
+    pub failure_delay: Duration,
+    /// Wrong passwords before the session is closed.
+    pub max_failures: u32,
 }
 
 /// The AUTHORIZATION state of one session.
 pub struct Authorization<'a> {
     users: &'a Users,
     store: &'a dyn Store,
-    /// How long a wrong PASS waits before its reply, to make guessing slow.
-    failure_delay: Duration,
+    policy: LoginPolicy,
+    /// Wrong passwords so far in this session.
+    failures: u32,
     /// The name from a USER just accepted; PASS must come next (RFC 1939 §7).
     user: Option<String>,
 }
 
 impl<'a> Authorization<'a> {
-    pub fn new(users: &'a Users, store: &'a dyn Store, failure_delay: Duration) -> Self {
+    pub fn new(users: &'a Users, store: &'a dyn Store, policy: LoginPolicy) -> Self {
         Authorization {
             users,
             store,
-            failure_delay,
+            policy,
+            failures: 0,
             user: None,
         }
     }
@@ -108,8 +120,16 @@ impl<'a> Authorization<'a> {
             ));
         };
         if !self.users.check_password(&name, &cmd.rest) {
-            // One reply for "no such user" and "wrong password" (RFC 3206 §5 [AUTH]).
-            thread::sleep(self.failure_delay);
+            // One reply for "no such user" and "wrong password" (RFC 3206 §5 [AUTH]), after the
+            // same wait, so neither the text nor the time tells them apart.
+            thread::sleep(self.policy.failure_delay);
+            self.failures += 1;
+            if self.failures >= self.policy.max_failures {
+                return Outcome::Quit(Reply::Err(format!(
+                    "[AUTH] wrong user name or password, {} times: closing the connection",
+                    self.failures
+                )));
+            }
             return Outcome::Stay(Reply::Err(
                 "[AUTH] wrong user name or password; start again with USER".into(),
             ));

@@ -46,10 +46,17 @@ pub fn create_in_temp() -> io::Result<Demo> {
 pub fn create(root: &Path) -> io::Result<()> {
     fs::create_dir_all(root)?;
     let users: String = USERS.iter().map(|(u, p)| format!("{u}:{p}\n")).collect();
+    let users_file = root.join("users");
     fs::write(
-        root.join("users"),
+        &users_file,
         format!("# popstate demo users: name:password\n{users}"),
     )?;
+    // Passwords are in clear text: only the owner may read them (the server warns otherwise).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&users_file, fs::Permissions::from_mode(0o600))?;
+    }
     let alice = root.join("maildirs/alice");
     let bob = root.join("maildirs/bob");
     for dir in [&alice, &bob] {

@@ -18,6 +18,7 @@
 //! | [`maildir`]       | Maildir storage, unique-ids and the lock          | 1939 §4, §7    |
 //! | [`users`]         | the users file and password checks                | 1939 §7, §13   |
 //! | [`classroom`]     | `--trace`: the dialogue on the server's terminal  |                |
+//! | [`limits`]        | every deliberate limit, with its reason           | 1939 §3, §13   |
 //! | [`demo`]          | the demo maildrop that `cargo run` serves         |                |
 
 pub mod authorization;
@@ -25,6 +26,7 @@ pub mod capa;
 pub mod classroom;
 pub mod command;
 pub mod demo;
+pub mod limits;
 pub mod maildir;
 pub mod maildrop;
 pub mod protocol;

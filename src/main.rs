@@ -8,10 +8,11 @@ use std::time::Duration;
 use argh::FromArgs;
 use log::warn;
 
-use popstate::demo;
+use popstate::authorization::LoginPolicy;
 use popstate::maildir::MaildirStore;
 use popstate::server::{Config, Server};
 use popstate::users::Users;
+use popstate::{demo, limits};
 
 /// popstate: a POP3 server (RFC 1939) over Maildir, one thread per client, made to be read.
 /// With no flags it serves a fresh demo maildrop on 127.0.0.1:1110.
@@ -27,13 +28,23 @@ struct Args {
     #[argh(option)]
     users: Option<PathBuf>,
     /// seconds without a command before a session is closed (default 600, RFC 1939's minimum)
-    #[argh(option, default = "600")]
+    #[argh(option, default = "limits::IDLE_TIMEOUT.as_secs()")]
     idle_timeout: u64,
+    /// seconds a reply may wait for a client that does not read before the session ends
+    /// (default 60)
+    #[argh(option, default = "limits::WRITE_TIMEOUT.as_secs()")]
+    write_timeout: u64,
     /// most sessions at once; one more gets -ERR [SYS/TEMP] and is closed (default 1000)
-    #[argh(option, default = "1000")]
+    #[argh(option, default = "limits::MAX_SESSIONS")]
     max_sessions: usize,
+    /// most sessions at once from one IP address (default 500)
+    #[argh(option, default = "limits::MAX_SESSIONS_PER_IP")]
+    max_sessions_per_ip: usize,
+    /// wrong passwords in one session before it is closed (default 3)
+    #[argh(option, default = "limits::MAX_AUTH_FAILURES")]
+    max_auth_failures: u32,
     /// milliseconds to wait before answering a wrong password (default 1000)
-    #[argh(option, default = "1000")]
+    #[argh(option, default = "limits::AUTH_FAILURE_DELAY.as_millis() as u64")]
     auth_failure_delay_ms: u64,
     /// print every session's dialogue here, for a classroom (passwords masked)
     #[argh(switch)]
@@ -84,8 +95,15 @@ fn run(args: Args) -> Result<(), String> {
             args.idle_timeout
         );
     }
-    if args.max_sessions == 0 {
-        return Err("--max-sessions must be at least 1".into());
+    for (flag, value) in [
+        ("--write-timeout", args.write_timeout),
+        ("--max-sessions", args.max_sessions as u64),
+        ("--max-sessions-per-ip", args.max_sessions_per_ip as u64),
+        ("--max-auth-failures", u64::from(args.max_auth_failures)),
+    ] {
+        if value == 0 {
+            return Err(format!("{flag} must be at least 1"));
+        }
     }
     let listener = TcpListener::bind(&args.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -113,13 +131,19 @@ fn run(args: Args) -> Result<(), String> {
     }
     let text = std::fs::read_to_string(&users_file)
         .map_err(|e| format!("cannot read users file {}: {e}", users_file.display()))?;
+    warn_if_readable_by_others(&users_file);
     let users =
         Users::parse(&text).map_err(|e| format!("users file {}: {e}", users_file.display()))?;
 
     let config = Config {
         idle_timeout: Duration::from_secs(args.idle_timeout),
+        write_timeout: Duration::from_secs(args.write_timeout),
         max_sessions: args.max_sessions,
-        failure_delay: Duration::from_millis(args.auth_failure_delay_ms),
+        max_sessions_per_ip: args.max_sessions_per_ip,
+        login: LoginPolicy {
+            failure_delay: Duration::from_millis(args.auth_failure_delay_ms),
+            max_failures: args.max_auth_failures,
+        },
         classroom: args.trace,
     };
     let server = Server::new(
@@ -137,6 +161,24 @@ fn run(args: Args) -> Result<(), String> {
     }
     server.serve();
     Ok(())
+}
+
+/// The users file holds passwords in clear: say so when others may read it.
+fn warn_if_readable_by_others(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                warn!(
+                    "users file {} can be read by others (mode {:o}); chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+        }
+    }
 }
 
 fn demo_banner(root: &str, address: &str) -> String {

@@ -1,34 +1,43 @@
 //! Listening, and one OS thread per client (RFC 1939 §3: "the server host starts the POP3
 //! service by listening on TCP port 110").
 //!
-//! The accept loop takes a connection, checks the session limit, and starts a named thread that
-//! runs `session::run` on it. Threads share only read-only things (the users, the store, the
-//! settings) and one counter, so a session can fail or panic without touching any other.
+//! The accept loop takes a connection, checks the session limits, and starts a named thread
+//! that runs `session::run` on it. Threads share only read-only things (the users, the store,
+//! the settings) and the session counts, so a session can fail or panic without touching any
+//! other.
 
-use std::io::{self, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
+use crate::authorization::LoginPolicy;
+use crate::limits;
 use crate::maildrop::Store;
 use crate::session::{self, Context};
 use crate::users::Users;
 
-/// Settings an operator may change (each one is a command-line flag in main.rs).
+/// Settings an operator may change (each one is a command-line flag in main.rs; the defaults
+/// and their reasons are in limits.rs).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Autologout: a session with no command for this long is closed (RFC 1939 §3: at least
     /// 10 minutes if there is one at all; tests set it shorter).
     pub idle_timeout: Duration,
+    /// A write that makes no progress for this long ends the session.
+    pub write_timeout: Duration,
     /// Sessions at once; a connection over the limit gets `-ERR [SYS/TEMP]` and is closed.
     /// Each session is a thread, so this bounds the threads as well.
     pub max_sessions: usize,
-    /// Wait after a wrong password before answering, so guessing is slow.
-    pub failure_delay: Duration,
+    /// Sessions at once from one IP address.
+    pub max_sessions_per_ip: usize,
+    /// What a wrong password costs.
+    pub login: LoginPolicy,
     /// Print every session's dialogue on standard output (`--trace`, classroom.rs).
     pub classroom: bool,
 }
@@ -36,25 +45,33 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            idle_timeout: Duration::from_secs(600),
-            max_sessions: 1000,
-            failure_delay: Duration::from_secs(1),
+            idle_timeout: limits::IDLE_TIMEOUT,
+            write_timeout: limits::WRITE_TIMEOUT,
+            max_sessions: limits::MAX_SESSIONS,
+            max_sessions_per_ip: limits::MAX_SESSIONS_PER_IP,
+            login: LoginPolicy {
+                failure_delay: limits::AUTH_FAILURE_DELAY,
+                max_failures: limits::MAX_AUTH_FAILURES,
+            },
             classroom: false,
         }
     }
 }
-
-/// A session thread's stack. Sessions recurse nowhere and keep big buffers on the heap, so a
-/// small stack is plenty; it is reserved address space, and only touched pages cost memory.
-const SESSION_STACK: usize = 256 * 1024;
 
 /// What every session thread shares.
 struct Shared {
     users: Users,
     store: Box<dyn Store>,
     config: Config,
-    active: AtomicUsize,
+    /// Sessions running now: in all, and per client address.
+    sessions: Mutex<Sessions>,
     next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct Sessions {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
 }
 
 /// A bound POP3 server.
@@ -71,7 +88,7 @@ impl Server {
                 users,
                 store,
                 config,
-                active: AtomicUsize::new(0),
+                sessions: Mutex::default(),
                 next_id: AtomicU64::new(1),
             }),
         }
@@ -94,14 +111,17 @@ impl Server {
                     continue;
                 }
             };
-            let Some(slot) = Slot::take(&self.shared) else {
-                refuse(stream, self.shared.config.max_sessions);
-                continue;
+            let slot = match Slot::take(&self.shared, &stream) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    refuse(stream, &why);
+                    continue;
+                }
             };
             let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
             let spawned = thread::Builder::new()
                 .name(format!("session-{id}"))
-                .stack_size(SESSION_STACK)
+                .stack_size(limits::SESSION_STACK)
                 .spawn(move || serve_client(stream, slot, id));
             if let Err(e) = spawned {
                 // The closure, with its stream and slot, has been dropped: the client sees the
@@ -121,13 +141,9 @@ fn serve_client(stream: TcpStream, slot: Slot, id: u64) {
         .peer_addr()
         .map_or_else(|_| "unknown peer".to_string(), |a| a.to_string());
     // Replies are written whole (see session.rs), so Nagle's algorithm could only delay them.
-    // The idle timer is a read timeout; the same time bounds a write to a client that stopped
-    // reading.
-    let timeout = Some(shared.config.idle_timeout);
     if let Err(e) = stream
         .set_nodelay(true)
-        .and_then(|()| stream.set_read_timeout(timeout))
-        .and_then(|()| stream.set_write_timeout(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(shared.config.write_timeout)))
     {
         warn!("session {id} from {peer}: cannot set up the connection: {e}");
         return;
@@ -136,10 +152,11 @@ fn serve_client(stream: TcpStream, slot: Slot, id: u64) {
     let ctx = Context {
         users: &shared.users,
         store: shared.store.as_ref(),
-        failure_delay: shared.config.failure_delay,
+        login: shared.config.login,
         classroom: shared.config.classroom,
     };
-    let summary = session::run(&stream, &stream, &ctx, id);
+    let input = IdleTimer::new(&stream, shared.config.idle_timeout);
+    let summary = session::run(input, &stream, &ctx, id);
     info!(
         "session {id} from {peer}: ended ({}); user {}, {} retrieved, {} deleted, {} octets sent",
         summary.end.describe(),
@@ -151,40 +168,110 @@ fn serve_client(stream: TcpStream, slot: Slot, id: u64) {
 }
 // ANCHOR_END: serve_client
 
-/// Tells a client over the session limit to come back later, without starting a thread.
-fn refuse(mut stream: TcpStream, limit: usize) {
+// ANCHOR: idle_timer
+/// The autologout timer (RFC 1939 §3) as a reader: reads fail with `TimedOut` once the idle time
+/// has passed since the last command line arrived. A plain socket read timeout would restart
+/// with every byte, so a client sending one byte a minute could hold a session for ever.
+struct IdleTimer<'a> {
+    stream: &'a TcpStream,
+    idle: Duration,
+    deadline: Instant,
+}
+
+impl<'a> IdleTimer<'a> {
+    fn new(stream: &'a TcpStream, idle: Duration) -> Self {
+        IdleTimer {
+            stream,
+            idle,
+            deadline: Instant::now() + idle,
+        }
+    }
+}
+
+impl Read for IdleTimer<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "idle timer expired",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        let n = (&*self.stream).read(buf)?;
+        // A line end means a command has arrived: that resets the timer.
+        if buf[..n].contains(&b'\n') {
+            self.deadline = Instant::now() + self.idle;
+        }
+        Ok(n)
+    }
+}
+// ANCHOR_END: idle_timer
+
+/// Tells a client over a session limit to come back later, without starting a thread.
+fn refuse(mut stream: TcpStream, why: &str) {
     // A fresh connection's send buffer is empty, so this write does not block; the timeout is
     // there in case it ever would.
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let _ = stream.write_all(
-        format!("-ERR [SYS/TEMP] too many sessions (limit {limit}); try again later\r\n")
-            .as_bytes(),
-    );
-    warn!("refused a connection: {limit} sessions already running");
+    let _ = stream.write_all(format!("-ERR [SYS/TEMP] {why}; try again later\r\n").as_bytes());
+    warn!("refused a connection: {why}");
 }
 
-/// A place in the session limit, given back when the thread ends in any way, a panic included.
+// ANCHOR: slot
+/// A place in the session limits, given back when the thread ends in any way, a panic included
+/// (the slot is dropped while the thread unwinds).
 struct Slot {
     shared: Arc<Shared>,
+    ip: IpAddr,
 }
 
 impl Slot {
-    fn take(shared: &Arc<Shared>) -> Option<Slot> {
-        let limit = shared.config.max_sessions;
-        shared
-            .active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Slot {
-                shared: Arc::clone(shared),
-            })
+    /// Takes a place for a connection, or says which limit is reached.
+    fn take(shared: &Arc<Shared>, stream: &TcpStream) -> Result<Slot, String> {
+        let ip = stream
+            .peer_addr()
+            .map_err(|e| format!("cannot tell who is connecting: {e}"))?
+            .ip();
+        let config = &shared.config;
+        // Nothing panics while holding this lock; if something ever did, the counts would
+        // still be right, so a poisoned lock is used as it is.
+        let mut sessions = shared
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if sessions.total >= config.max_sessions {
+            return Err(format!("too many sessions (limit {})", config.max_sessions));
+        }
+        let from_ip = sessions.per_ip.entry(ip).or_insert(0);
+        if *from_ip >= config.max_sessions_per_ip {
+            return Err(format!(
+                "too many sessions from {ip} (limit {})",
+                config.max_sessions_per_ip
+            ));
+        }
+        *from_ip += 1;
+        sessions.total += 1;
+        Ok(Slot {
+            shared: Arc::clone(shared),
+            ip,
+        })
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.shared.active.fetch_sub(1, Ordering::AcqRel);
+        let mut sessions = self
+            .shared
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        sessions.total -= 1;
+        if let Some(n) = sessions.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                sessions.per_ip.remove(&self.ip);
+            }
+        }
     }
 }
+// ANCHOR_END: slot

@@ -11,11 +11,10 @@
 //! get wrong. Handlers in the state files decide what to answer; only this file reads and writes.
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::time::Duration;
 
 use log::{debug, trace};
 
-use crate::authorization::{self, Authorization};
+use crate::authorization::{self, Authorization, LoginPolicy};
 use crate::classroom::Classroom;
 use crate::command::{self, Command};
 use crate::maildrop::Store;
@@ -32,8 +31,8 @@ pub const GREETING: &str = "popstate ready; log in with USER and PASS (RFC 1939)
 pub struct Context<'a> {
     pub users: &'a Users,
     pub store: &'a dyn Store,
-    /// Wait after each wrong password (see authorization.rs).
-    pub failure_delay: Duration,
+    /// What a wrong password costs (see authorization.rs).
+    pub login: LoginPolicy,
     /// Print the dialogue for a classroom (`--trace`, see classroom.rs).
     pub classroom: bool,
 }
@@ -43,6 +42,8 @@ pub struct Context<'a> {
 pub enum End {
     /// QUIT (in either state).
     Quit,
+    /// Closed by the server after too many wrong passwords.
+    LoginFailures,
     /// The client closed the connection without QUIT.
     Closed,
     /// No command for the idle time, or a client that stopped reading our reply (RFC 1939 §3
@@ -57,6 +58,7 @@ impl End {
     pub fn describe(&self) -> String {
         match self {
             End::Quit => "QUIT".to_string(),
+            End::LoginFailures => "too many wrong passwords".to_string(),
             End::Closed => "closed by the client without QUIT; nothing removed".to_string(),
             End::TimedOut => "timed out; nothing removed".to_string(),
             End::Failed(e) => format!("connection error: {e}; nothing removed"),
@@ -117,7 +119,7 @@ fn states<R: Read, W: Write>(
     conn.send(Reply::Ok(GREETING.into()))?;
 
     debug!("session {}: AUTHORIZATION", conn.id);
-    let mut authorization = Authorization::new(ctx.users, ctx.store, ctx.failure_delay);
+    let mut authorization = Authorization::new(ctx.users, ctx.store, ctx.login);
     let (user, maildrop) = loop {
         let Some(cmd) = conn.next_command()? else {
             return Ok(End::Closed);
@@ -125,8 +127,13 @@ fn states<R: Read, W: Write>(
         match authorization.handle(&cmd) {
             authorization::Outcome::Stay(reply) => conn.send(reply)?,
             authorization::Outcome::Quit(reply) => {
+                let end = if reply.is_ok() {
+                    End::Quit
+                } else {
+                    End::LoginFailures
+                };
                 conn.send(reply)?;
-                return Ok(End::Quit);
+                return Ok(end);
             }
             authorization::Outcome::LoggedIn {
                 reply,

@@ -96,8 +96,12 @@ pub fn test_config() -> Config {
     Config {
         idle_timeout: Duration::from_secs(30),
         max_sessions: 100,
-        failure_delay: Duration::ZERO,
         classroom: false,
+        login: popstate::authorization::LoginPolicy {
+            failure_delay: Duration::ZERO,
+            max_failures: 3,
+        },
+        ..Config::default()
     }
 }
 
