@@ -12,10 +12,11 @@
 //! - Nothing here writes to a message. The only change is `remove`, an `unlink`, which is atomic:
 //!   a message is either whole or gone, whenever the server is stopped.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, TryLockError};
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::UNIX_EPOCH;
 
 use crate::maildrop::{Maildrop, MessageInfo, OpenError, Store};
@@ -28,13 +29,84 @@ pub const LOCK_FILE: &str = "popstate.lock";
 /// The maildrops below one root folder, one Maildir per user.
 pub struct MaildirStore {
     root: PathBuf,
+    /// Message sizes already counted, per user folder (see [`SizeCache`]).
+    sizes: Mutex<HashMap<PathBuf, SizeCache>>,
 }
 
 impl MaildirStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        MaildirStore { root: root.into() }
+        MaildirStore {
+            root: root.into(),
+            sizes: Mutex::default(),
+        }
     }
 }
+
+// ANCHOR: size_cache
+/// Sizes of messages counted at earlier logins, so that a login does not read every message
+/// again (RFC 1939 §5 wants exact sizes, and counting them means reading every octet).
+///
+/// A size is reused only while the file is provably the same: the same device, inode and length,
+/// and the same *change time* (ctime). The kernel sets ctime on every write, rename or chmod,
+/// and no program can set it back, so a rewritten file never matches an old entry. The cache
+/// lives in memory only: a restarted server counts again, and nothing is written to the maildrop.
+#[derive(Default)]
+struct SizeCache {
+    /// File path → (identity when counted, size).
+    known: HashMap<PathBuf, (FileStamp, u64)>,
+    /// What this scan looked at; replaces `known` afterwards, so removed files drop out.
+    seen: HashMap<PathBuf, (FileStamp, u64)>,
+}
+
+type FileStamp = (u64, u64, u64, i64, i64);
+
+impl SizeCache {
+    /// The size of the message at `path`, from the cache or by counting it. `None`: the file
+    /// vanished before it could be read.
+    fn size(&mut self, path: &Path, meta: &fs::Metadata) -> io::Result<Option<u64>> {
+        let stamp = stamp(meta);
+        let size = match self.known.get(path) {
+            Some(&(known, size)) if stamp == Some(known) => size,
+            _ => {
+                let file = match File::open(path) {
+                    Ok(file) => file,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                message_size(&mut BufReader::with_capacity(64 * 1024, file))?
+            }
+        };
+        if let Some(stamp) = stamp {
+            self.seen.insert(path.to_path_buf(), (stamp, size));
+        }
+        Ok(Some(size))
+    }
+
+    /// Keeps what this scan saw, forgets the rest.
+    fn finish(&mut self) {
+        self.known = std::mem::take(&mut self.seen);
+    }
+}
+
+/// Device, inode, length and change time: what identifies one version of a file.
+#[cfg(unix)]
+fn stamp(meta: &fs::Metadata) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    Some((
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+    ))
+}
+
+/// Without ctime there is no safe way to tell, so nothing is reused.
+#[cfg(not(unix))]
+fn stamp(_: &fs::Metadata) -> Option<FileStamp> {
+    None
+}
+// ANCHOR_END: size_cache
 
 // ANCHOR: open_maildrop
 impl Store for MaildirStore {
@@ -65,8 +137,17 @@ impl Store for MaildirStore {
         }
         // Listing happens under the lock; if it fails, `lock` is dropped on the way out, which
         // releases it before the client sees the -ERR (RFC 1939 §4).
-        let (messages, files) = scan(&dir)
-            .map_err(|e| OpenError::Permanent(format!("cannot read the maildrop: {e}")))?;
+        // This user's cache is taken out for the scan, so other logins are not held up; only one
+        // session at a time can be here for one user, because of the lock.
+        let mut sizes = self.take_sizes(&dir);
+        let scanned = scan(&dir, &mut sizes);
+        sizes.finish();
+        self.sizes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(dir.clone(), sizes);
+        let (messages, files) =
+            scanned.map_err(|e| OpenError::Permanent(format!("cannot read the maildrop: {e}")))?;
         Ok(Box::new(MaildirMaildrop {
             dir,
             messages,
@@ -76,6 +157,17 @@ impl Store for MaildirStore {
     }
 }
 // ANCHOR_END: open_maildrop
+
+impl MaildirStore {
+    fn take_sizes(&self, dir: &Path) -> SizeCache {
+        // Nothing panics while holding this lock; a poisoned cache is still a correct cache.
+        self.sizes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(dir)
+            .unwrap_or_default()
+    }
+}
 
 /// Where one message's file was at login.
 struct FileRef {
@@ -165,7 +257,7 @@ impl Maildrop for MaildirMaildrop {
 
 // ANCHOR: scan
 /// Lists `new/` and `cur/` as they are now, in delivery order, with sizes and unique-ids.
-fn scan(dir: &Path) -> io::Result<(Vec<MessageInfo>, Vec<FileRef>)> {
+fn scan(dir: &Path, sizes: &mut SizeCache) -> io::Result<(Vec<MessageInfo>, Vec<FileRef>)> {
     let mut found = Vec::new();
     for sub in ["new", "cur"] {
         for entry in fs::read_dir(dir.join(sub))? {
@@ -179,13 +271,12 @@ fn scan(dir: &Path) -> io::Result<(Vec<MessageInfo>, Vec<FileRef>)> {
                 continue;
             }
             let path = entry.path();
-            let file = match File::open(&path) {
-                Ok(file) => file,
-                // Moved or removed between listing and opening: not part of this snapshot.
+            let meta = match fs::metadata(&path) {
+                Ok(meta) => meta,
+                // Moved or removed between listing and looking: not part of this snapshot.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            let meta = file.metadata()?;
             if !meta.is_file() {
                 continue;
             }
@@ -195,7 +286,9 @@ fn scan(dir: &Path) -> io::Result<(Vec<MessageInfo>, Vec<FileRef>)> {
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                     .map_or(0, |d| d.as_secs())
             });
-            let size = message_size(&mut BufReader::with_capacity(64 * 1024, file))?;
+            let Some(size) = sizes.size(&path, &meta)? else {
+                continue;
+            };
             found.push((delivered, name, path, size, meta.len()));
         }
     }

@@ -152,10 +152,11 @@ pub fn write_reply<W: Write>(out: &mut W, reply: Reply) -> io::Result<u64> {
 /// With `top: Some(n)` the header, the blank line after it and `n` body lines are sent.
 ///
 /// Returns the number of octets sent, not counting stuffing dots: exactly the size that STAT and
-/// LIST report, because [`message_size`] runs this same function.
+/// LIST report (see [`message_size`]).
 ///
 /// Lines are never held whole: the input is scanned a buffer at a time, so a message with one
-/// 50 MB line costs no more memory than one with short lines.
+/// 50 MB line costs no more memory than one with short lines. The pieces go to `out` in small
+/// writes; the session's output buffer gathers them into large socket writes.
 pub fn write_message<R: BufRead, W: Write>(
     input: &mut R,
     out: &mut W,
@@ -177,7 +178,7 @@ pub fn write_message<R: BufRead, W: Write>(
             }
             return Ok(line.octets);
         }
-        let (segment, ends_line) = match buf.iter().position(|&b| b == b'\n') {
+        let (segment, ends_line) = match find_lf(buf) {
             Some(i) => (&buf[..i], true),
             None => (buf, false),
         };
@@ -249,12 +250,63 @@ impl LineState {
 }
 // ANCHOR_END: write_message
 
+// ANCHOR: find_lf
+/// The index of the first LF in `bytes`. Every octet of every message passes through here, so it
+/// looks at eight octets at a time: XOR with eight LFs turns each LF into a zero octet, and
+/// `(x - 0x01..01) & !x & 0x80..80` is non-zero exactly when some octet of `x` is zero (the
+/// "has zero byte" trick). Only the word that holds an LF is searched octet by octet.
+fn find_lf(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const LFS: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut start = 0;
+    for word in bytes.chunks_exact(8) {
+        let x = u64::from_ne_bytes(word.try_into().expect("chunks_exact gives 8 octets")) ^ LFS;
+        if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
+            break;
+        }
+        start += 8;
+    }
+    bytes[start..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| start + i)
+}
+// ANCHOR_END: find_lf
+
 // ANCHOR: message_size
 /// The size of a message "in octets" as RFC 1939 §5 defines it for STAT and LIST: what RETR will
-/// send, with CRLF line ends, without stuffing. Computed by running the RETR code into a sink, so
-/// the two can never disagree.
+/// send, with CRLF line ends, without stuffing.
+///
+/// It is the stored length, plus one for every LF that [`write_message`] turns into CRLF, plus
+/// the line end a last line without one receives. Counting needs no per-line work, so this is
+/// several times faster than running `write_message` into a sink; the tests check that the two
+/// always agree.
 pub fn message_size<R: BufRead>(input: &mut R) -> io::Result<u64> {
-    write_message(input, &mut io::sink(), None)
+    let mut size = 0u64;
+    // The octet before the current buffer: a CR there pairs with an LF at the buffer's start.
+    let mut previous = b'\n';
+    loop {
+        let buf = input.fill_buf()?;
+        let Some(&last) = buf.last() else { break };
+        let lfs = buf.iter().filter(|&&b| b == b'\n').count();
+        let crlfs = buf
+            .iter()
+            .zip(buf.iter().skip(1))
+            .filter(|&(&a, &b)| a == b'\r' && b == b'\n')
+            .count()
+            + usize::from(previous == b'\r' && buf[0] == b'\n');
+        size += (buf.len() + lfs - crlfs) as u64;
+        previous = last;
+        let used = buf.len();
+        input.consume(used);
+    }
+    // A last line without LF gets CRLF; if it ended in CR, that CR becomes part of the CRLF.
+    Ok(match previous {
+        b'\n' => size,
+        b'\r' => size + 1,
+        _ => size + 2,
+    })
 }
 // ANCHOR_END: message_size
 
@@ -365,6 +417,47 @@ mod tests {
                 .count() as u64;
             assert_eq!(octets, wire.len() as u64 - stuffing, "{stored:?}");
             assert_eq!(octets, size(stored), "{stored:?}");
+        }
+    }
+
+    #[test]
+    fn find_lf_finds_the_first_lf_anywhere() {
+        for len in 0..40 {
+            for at in 0..len {
+                let mut bytes = vec![b'x'; len];
+                bytes[at] = b'\n';
+                if at + 3 < len {
+                    bytes[at + 3] = b'\n';
+                }
+                assert_eq!(find_lf(&bytes), Some(at), "len {len} at {at}");
+            }
+            assert_eq!(find_lf(&vec![0x8a; len]), None, "high octets are not LF");
+        }
+    }
+
+    #[test]
+    fn b19_message_size_agrees_with_write_message_at_every_buffer_size() {
+        let samples: [&[u8]; 9] = [
+            b"a\r\nb\nc",
+            b"\r",
+            b"\r\r",
+            b"x\r",
+            b"\n\n",
+            b"\r\n\r\n",
+            b".\r\n..",
+            b"",
+            b"abc\r\r\n\rz\n",
+        ];
+        for stored in samples {
+            let sent = write_message(&mut &stored[..], &mut io::sink(), None).expect("sink");
+            for capacity in 1..=4 {
+                let mut small = io::BufReader::with_capacity(capacity, stored);
+                assert_eq!(
+                    message_size(&mut small).expect("slice"),
+                    sent,
+                    "{stored:?} at {capacity}"
+                );
+            }
         }
     }
 

@@ -176,6 +176,8 @@ struct IdleTimer<'a> {
     stream: &'a TcpStream,
     idle: Duration,
     deadline: Instant,
+    /// The read timeout set on the socket now, if any.
+    timeout: Option<Duration>,
 }
 
 impl<'a> IdleTimer<'a> {
@@ -184,7 +186,16 @@ impl<'a> IdleTimer<'a> {
             stream,
             idle,
             deadline: Instant::now() + idle,
+            timeout: None,
         }
+    }
+
+    fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        if self.timeout != Some(timeout) {
+            self.stream.set_read_timeout(Some(timeout))?;
+            self.timeout = Some(timeout);
+        }
+        Ok(())
     }
 }
 
@@ -197,11 +208,18 @@ impl Read for IdleTimer<'_> {
                 "idle timer expired",
             ));
         }
-        self.stream.set_read_timeout(Some(left))?;
+        // Waiting the whole idle time after a command may overshoot the deadline by the time it
+        // took to answer, which RFC 1939 allows (10 minutes is a minimum); only in the middle of
+        // a line must the wait be cut to what is left. So an interactive session, whose every
+        // read ends a line, makes no extra system call per command.
+        if self.timeout != Some(self.idle) || left + Duration::from_secs(1) < self.idle {
+            self.set_timeout(left)?;
+        }
         let n = (&*self.stream).read(buf)?;
         // A line end means a command has arrived: that resets the timer.
         if buf[..n].contains(&b'\n') {
             self.deadline = Instant::now() + self.idle;
+            self.set_timeout(self.idle)?;
         }
         Ok(n)
     }

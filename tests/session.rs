@@ -675,3 +675,29 @@ fn session_limit_refuses_with_sys_temp_and_frees_slots() {
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn b19_a_rewritten_message_is_counted_again_even_with_the_same_length_and_mtime() {
+    let server = server_with_users("gus:pw\n", test_config());
+    let path = server.deliver("gus", "cur", "1700000000.m1.test:2,S", b"abc\n");
+    let mut c = server.login("gus", "pw");
+    assert_eq!(c.cmd("LIST 1"), "+OK 1 5");
+    c.cmd("QUIT");
+    assert!(c.is_closed());
+    // Same length, same modification time, different line ends: only ctime tells.
+    let mtime = fs::metadata(&path)
+        .expect("meta")
+        .modified()
+        .expect("mtime");
+    fs::write(&path, b"a\nb\n").expect("rewrite");
+    fs::File::options()
+        .write(true)
+        .open(&path)
+        .expect("open")
+        .set_modified(mtime)
+        .expect("set mtime");
+    let mut c = server.login("gus", "pw");
+    assert_eq!(c.cmd("LIST 1"), "+OK 1 6");
+    assert_eq!(c.cmd("RETR 1"), "+OK 6 octets");
+    assert_eq!(c.multiline(), b"a\r\nb\r\n");
+}
