@@ -20,10 +20,17 @@
 //! ```
 //!
 //! Unlike the `trace` log level, it shows multi-line bodies (summarised) and the current state.
-//! It writes to standard output, one `println!` per line, so sessions never tear each other's
-//! lines apart.
+//! It writes to standard output a whole line at a time, so sessions never tear each other's
+//! lines apart, and ignores a closed standard output rather than stopping the session.
 
 use std::io::{self, Write};
+
+/// `println!` that ignores a closed standard output (`println!` would panic the session).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(io::stdout().lock(), $($arg)*);
+    }};
+}
 
 /// Body lines shown before the rest of a multi-line reply is summarised.
 const SHOWN_LINES: usize = 6;
@@ -42,22 +49,22 @@ impl Classroom {
             id,
             state: "AUTHORIZATION",
         };
-        println!("[{id}] ==> connected: greeting, then AUTHORIZATION");
+        say!("[{id}] ==> connected: greeting, then AUTHORIZATION");
         view
     }
 
     /// A state change, on a line of its own so it stands out.
     pub fn enter(&mut self, state: &'static str, detail: &str) {
         self.state = state;
-        println!("[{}] ==> {state}{detail}", self.id);
+        say!("[{}] ==> {state}{detail}", self.id);
     }
 
     pub fn client(&self, line: &str) {
-        println!("[{} {}] C: {line}", self.id, self.state);
+        say!("[{} {}] C: {line}", self.id, self.state);
     }
 
     pub fn ended(&self, how: &str) {
-        println!("[{}] ==> session over: {how}", self.id);
+        say!("[{}] ==> session over: {how}", self.id);
     }
 
     /// Wraps the writer a reply goes to, to see it on its way out.
@@ -71,13 +78,13 @@ impl Classroom {
     }
 
     fn note(&self, text: &str) {
-        println!("[{} {}] S: {text}", self.id, self.state);
+        say!("[{} {}] S: {text}", self.id, self.state);
     }
 
     fn server(&self, line: &[u8]) {
         let text = String::from_utf8_lossy(&line[..line.len().min(SHOWN_WIDTH)]);
         let cut = if line.len() > SHOWN_WIDTH { "..." } else { "" };
-        println!("[{} {}] S: {text}{cut}", self.id, self.state);
+        say!("[{} {}] S: {text}{cut}", self.id, self.state);
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `popstate` command: parse flags, start logging, bind, serve.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,9 +35,10 @@ struct Args {
     /// (default 60)
     #[argh(option, default = "limits::WRITE_TIMEOUT.as_secs()")]
     write_timeout: u64,
-    /// most sessions at once; one more gets -ERR [SYS/TEMP] and is closed (default 1000)
-    #[argh(option, default = "limits::MAX_SESSIONS")]
-    max_sessions: usize,
+    /// most sessions at once; one more gets -ERR [SYS/TEMP] and is closed (default 1000, or
+    /// what the open-file limit allows)
+    #[argh(option)]
+    max_sessions: Option<usize>,
     /// most sessions at once from one IP address (default 500)
     #[argh(option, default = "limits::MAX_SESSIONS_PER_IP")]
     max_sessions_per_ip: usize,
@@ -97,7 +99,7 @@ fn run(args: Args) -> Result<(), String> {
     }
     for (flag, value) in [
         ("--write-timeout", args.write_timeout),
-        ("--max-sessions", args.max_sessions as u64),
+        ("--max-sessions", args.max_sessions.unwrap_or(1) as u64),
         ("--max-sessions-per-ip", args.max_sessions_per_ip as u64),
         ("--max-auth-failures", u64::from(args.max_auth_failures)),
     ] {
@@ -138,7 +140,7 @@ fn run(args: Args) -> Result<(), String> {
     let config = Config {
         idle_timeout: Duration::from_secs(args.idle_timeout),
         write_timeout: Duration::from_secs(args.write_timeout),
-        max_sessions: args.max_sessions,
+        max_sessions: session_limit(args.max_sessions)?,
         max_sessions_per_ip: args.max_sessions_per_ip,
         login: LoginPolicy {
             failure_delay: Duration::from_millis(args.auth_failure_delay_ms),
@@ -152,15 +154,59 @@ fn run(args: Args) -> Result<(), String> {
         Box::new(MaildirStore::new(maildir_root)),
         config,
     );
-    println!(
+    // A closed standard output (say, `popstate | head -1`) must not stop the server.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
         "popstate {} listening on {address}",
         env!("CARGO_PKG_VERSION")
     );
     if let Some(banner) = demo_banner {
-        println!("{banner}");
+        let _ = writeln!(out, "{banner}");
     }
+    let _ = out.flush();
+    drop(out);
     server.serve();
     Ok(())
+}
+
+/// The session limit that the open-file limit can carry. A logged-in session holds two file
+/// descriptors (its socket and its maildrop's lock file), and a few more are needed for a
+/// moment while it lists or sends a message. A limit the operator asked for that cannot be met
+/// is an error; the default is lowered with a warning, so that clients over the limit get a
+/// clean `-ERR [SYS/TEMP]` instead of hanging in the accept queue.
+fn session_limit(asked: Option<usize>) -> Result<usize, String> {
+    const PER_SESSION: u64 = 2;
+    const RESERVE: u64 = 64;
+    let wanted = asked.unwrap_or(limits::MAX_SESSIONS);
+    let Some(files) = open_file_limit() else {
+        return Ok(wanted);
+    };
+    let fits = usize::try_from(files.saturating_sub(RESERVE) / PER_SESSION).unwrap_or(usize::MAX);
+    if wanted <= fits {
+        return Ok(wanted);
+    }
+    let needed = wanted as u64 * PER_SESSION + RESERVE;
+    let advice = format!("raise the open-file limit (ulimit -n {needed}) or lower --max-sessions");
+    if asked.is_some() {
+        return Err(format!(
+            "--max-sessions {wanted} needs about {needed} open files, but the limit is {files}: {advice}"
+        ));
+    }
+    if fits == 0 {
+        return Err(format!(
+            "the open-file limit ({files}) is too low to serve anyone: {advice}"
+        ));
+    }
+    warn!("the open-file limit ({files}) allows {fits} sessions, not {wanted}: {advice}");
+    Ok(fits)
+}
+
+/// The soft limit on open files, from /proc (Linux); `None` where that cannot be read.
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// The users file holds passwords in clear: say so when others may read it.

@@ -344,3 +344,18 @@ fn trace_shows_the_dialogue_with_states_and_summarised_bodies() {
         "bodies are summarised: {all}"
     );
 }
+
+#[test]
+fn a_session_limit_beyond_the_open_file_limit_is_a_clear_error() {
+    let script = format!("ulimit -n 200 && exec {BIN} --listen 127.0.0.1:0 --max-sessions 500");
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("run sh");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--max-sessions 500 needs about 1064 open files, but the limit is 200"),
+        "{err}"
+    );
+}
