@@ -21,7 +21,7 @@ pub const CAPABILITIES: &[&str] = &[
     "TOP",
     // USER/PASS is the login method (§6.2).
     "USER",
-    // Unique-ids are stable across sessions (§6.3, RFC 1939 §7).
+    // Unique-ids are stable across sessions (§6.8, RFC 1939 §7).
     "UIDL",
     // `-ERR [CODE]` texts are response codes (§6.4, §8): IN-USE, SYS/TEMP, SYS/PERM.
     "RESP-CODES",

@@ -28,12 +28,15 @@ pub struct Demo {
     pub users_file: PathBuf,
 }
 
-/// Creates a fresh demo in a new folder below the system's temporary folder.
-pub fn create_in_temp() -> io::Result<Demo> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let root = std::env::temp_dir().join(format!("popstate-demo-{}-{nanos}", std::process::id()));
+/// Creates a fresh demo for the server listening on `port`, in the system's temporary folder.
+/// The folder is named after the port and replaced on every start: the demo always begins from
+/// the same messages, old demos do not pile up, and two servers on two ports keep apart.
+pub fn create_in_temp(port: u16) -> io::Result<Demo> {
+    let root = std::env::temp_dir().join(format!("popstate-demo-{port}"));
+    match fs::remove_dir_all(&root) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     create(&root)?;
     Ok(Demo {
         maildir_root: root.join("maildirs"),

@@ -114,7 +114,7 @@ fn run(args: Args) -> Result<(), String> {
     let (maildir_root, users_file, demo_banner) = match (args.maildir_root, args.users) {
         (Some(root), Some(users)) => (root, users, None),
         (None, None) => {
-            let demo = demo::create_in_temp()
+            let demo = demo::create_in_temp(address.port())
                 .map_err(|e| format!("cannot create the demo maildrop: {e}"))?;
             let banner = demo_banner(&demo.root.display().to_string(), &address.to_string());
             (demo.maildir_root, demo.users_file, Some(banner))

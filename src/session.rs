@@ -100,6 +100,12 @@ pub fn run<R: Read, W: Write>(input: R, output: W, ctx: &Context, id: u64) -> Su
         }
         Err(e) => End::Failed(e),
     };
+    // The last reply may still sit in the buffer (say, the client sent more after QUIT).
+    if let Err(e) = conn.output.flush()
+        && !matches!(summary.end, End::Failed(_) | End::TimedOut)
+    {
+        summary.end = End::Failed(e);
+    }
     summary.octets_sent = conn.sent();
     if let Some(view) = &conn.view {
         view.ended(&summary.end.describe());
@@ -232,16 +238,17 @@ impl<R: Read, W: Write> Connection<R, W> {
     // ANCHOR_END: next_command
 
     // ANCHOR: send
-    /// Writes one reply. Replies collect in the output buffer while more pipelined commands are
-    /// already waiting (RFC 2449 §6.6), and go out in one write when the input is drained, so a
-    /// pipelining client gets large packets and an interactive one gets each reply at once.
+    /// Writes one reply. Replies collect in the output buffer while whole pipelined commands are
+    /// already waiting (RFC 2449 §6.6), and go out in one write before the session could wait
+    /// for input: a pipelining client gets large packets, an interactive one each reply at once,
+    /// and a client that sent half of its next line still gets the reply to the previous one.
     fn send(&mut self, reply: Reply) -> io::Result<()> {
         trace!("session {} S: {}", self.id, reply.status_line());
         match &self.view {
             Some(view) => protocol::write_reply(&mut view.watch(&mut self.output), reply)?,
             None => protocol::write_reply(&mut self.output, reply)?,
         };
-        if self.input.buffer().is_empty() {
+        if !self.input.buffer().contains(&b'\n') {
             self.output.flush()?;
         }
         Ok(())

@@ -701,3 +701,31 @@ fn b19_a_rewritten_message_is_counted_again_even_with_the_same_length_and_mtime(
     assert_eq!(c.cmd("RETR 1"), "+OK 6 octets");
     assert_eq!(c.multiline(), b"a\r\nb\r\n");
 }
+
+#[test]
+fn x10_a_reply_is_not_held_back_by_half_of_the_next_command() {
+    let server = demo_server();
+    let mut c = server.login("alice", "wonderland");
+    c.send_raw(b"STAT\r\nNO");
+    let started = Instant::now();
+    assert_eq!(c.line(), "+OK 6 29816");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "reply waited for the next line"
+    );
+    c.send_raw(b"OP\r\n");
+    assert_eq!(c.line(), "+OK");
+}
+
+#[test]
+fn b23_quit_reply_arrives_even_when_more_commands_follow_it() {
+    let server = demo_server();
+    let mut c = server.login("bob", "builder");
+    c.send_raw(b"DELE 1\r\nQUIT\r\nNOOP\r\nSTAT\r\n");
+    assert!(c.line().starts_with("+OK message 1"));
+    assert_eq!(
+        c.line(),
+        "+OK popstate signing off: removed 1 message, 1 left"
+    );
+    assert!(c.is_closed());
+}
