@@ -146,7 +146,11 @@ impl Transaction {
         let lines = parse_number(&cmd.args[1], "line count")?;
         let body = self.open(index)?;
         Ok(Reply::Message {
-            status: format!("header and {lines} lines of message {} follow", index + 1),
+            status: format!(
+                "header and {lines} body {} of message {} follow",
+                if lines == 1 { "line" } else { "lines" },
+                index + 1
+            ),
             body,
             top: Some(lines),
         })
