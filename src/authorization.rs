@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::capa::capa;
 use crate::command::Command;
 use crate::maildrop::{Maildrop, OpenError, Store};
-use crate::protocol::Reply;
+use crate::protocol::{self, Reply};
 use crate::users::{Users, check_name};
 
 /// Commands that belong to TRANSACTION, to tell a client that sends one here to log in first.
@@ -139,8 +139,8 @@ impl<'a> Authorization<'a> {
                 let messages = maildrop.messages();
                 let octets: u64 = messages.iter().map(|m| m.size).sum();
                 let reply = Reply::Ok(format!(
-                    "{name}'s maildrop has {} messages ({octets} octets)",
-                    messages.len()
+                    "{name}'s maildrop has {} ({octets} octets)",
+                    protocol::messages(messages.len())
                 ));
                 Outcome::LoggedIn {
                     reply,

@@ -106,6 +106,15 @@ impl Reply {
     }
 }
 
+/// "1 message", "2 messages": reply texts are read by people too.
+pub fn messages(n: usize) -> String {
+    if n == 1 {
+        "1 message".to_string()
+    } else {
+        format!("{n} messages")
+    }
+}
+
 fn status(indicator: &str, text: &str) -> String {
     if text.is_empty() {
         indicator.to_string()

@@ -11,7 +11,7 @@
 use crate::capa::capa;
 use crate::command::{Command, parse_number};
 use crate::maildrop::Maildrop;
-use crate::protocol::Reply;
+use crate::protocol::{self, Reply};
 
 /// Commands that belong to AUTHORIZATION, to tell a client that sends one here where it is.
 const AUTHORIZATION_COMMANDS: &[&str] = &["USER", "PASS", "APOP"];
@@ -107,7 +107,7 @@ impl Transaction {
             .collect();
         let octets: u64 = self.live().map(|(_, size)| size).sum();
         Ok(Reply::Lines(
-            format!("{} messages ({octets} octets)", lines.len()),
+            format!("{} ({octets} octets)", protocol::messages(lines.len())),
             lines,
         ))
     }
@@ -186,8 +186,8 @@ impl Transaction {
         self.deleted.fill(false);
         let octets: u64 = self.maildrop.messages().iter().map(|m| m.size).sum();
         Ok(Reply::Ok(format!(
-            "maildrop has {} messages ({octets} octets)",
-            self.deleted.len()
+            "maildrop has {} ({octets} octets)",
+            protocol::messages(self.deleted.len())
         )))
     }
     // ANCHOR_END: rset

@@ -6,7 +6,7 @@
 //! drops, the idle timer fires, the server stops) never gets here, so it removes nothing.
 
 use crate::maildrop::Maildrop;
-use crate::protocol::Reply;
+use crate::protocol::{self, Reply};
 
 /// What UPDATE did, for the reply and the session's log line.
 pub struct Removed {
@@ -36,8 +36,8 @@ pub fn update(mut maildrop: Box<dyn Maildrop>, deleted: &[bool]) -> Removed {
     drop(maildrop);
     let reply = if failures.is_empty() {
         Reply::Ok(format!(
-            "popstate signing off: removed {removed} {}, {left} left",
-            plural(removed as usize)
+            "popstate signing off: removed {}, {left} left",
+            protocol::messages(removed as usize)
         ))
     } else {
         // RFC 3206 §4: a file system problem that may clear up; the rest stay marked for nobody,
@@ -56,10 +56,6 @@ pub fn update(mut maildrop: Box<dyn Maildrop>, deleted: &[bool]) -> Removed {
     Removed { reply, removed }
 }
 // ANCHOR_END: update
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "message" } else { "messages" }
-}
 
 #[cfg(test)]
 mod tests {

@@ -729,3 +729,17 @@ fn b23_quit_reply_arrives_even_when_more_commands_follow_it() {
     );
     assert!(c.is_closed());
 }
+
+#[test]
+fn replies_count_one_message_in_the_singular() {
+    let server = demo_server();
+    let mut c = server.login("bob", "builder");
+    c.cmd("DELE 1");
+    assert_eq!(c.cmd("QUIT"), "+OK popstate signing off: removed 1 message, 1 left");
+    let mut c = server.connect();
+    c.cmd("USER bob");
+    assert_eq!(c.cmd("PASS builder"), "+OK bob's maildrop has 1 message (250 octets)");
+    assert_eq!(c.cmd("LIST"), "+OK 1 message (250 octets)");
+    c.multiline();
+    assert_eq!(c.cmd("RSET"), "+OK maildrop has 1 message (250 octets)");
+}
