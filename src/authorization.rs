@@ -68,10 +68,15 @@ impl<'a> Authorization<'a> {
     }
 
     // ANCHOR: dispatch
-    /// Answers one command.
-    pub fn handle(&mut self, cmd: &Command) -> Outcome {
-        // PASS is only valid right after USER: any other command forgets the name.
+    /// Answers one command line: a command, or the reason the line is not one.
+    pub fn handle(&mut self, line: &Result<Command, String>) -> Outcome {
+        // PASS is only valid right after USER: any other line, even one that is not a command
+        // at all, forgets the name.
         let pending_user = self.user.take();
+        let cmd = match line {
+            Ok(cmd) => cmd,
+            Err(why) => return Outcome::Stay(Reply::Err(why.clone())),
+        };
         match cmd.keyword.as_str() {
             "USER" => Outcome::Stay(self.user(cmd)),
             "PASS" => self.pass(cmd, pending_user),

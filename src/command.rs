@@ -94,13 +94,23 @@ pub fn parse_number(arg: &str, what: &str) -> Result<u64, String> {
 }
 // ANCHOR_END: number
 
-/// Quoting user input in a reply: keep the first line under RFC 1939's 512 octets whatever was
-/// typed (the command line itself is limited to 255, so this only makes replies tidier).
+/// Quoting user input in a reply: at most 40 characters, and anything that is not printable
+/// ASCII as an escape (`\u{e9}`), because replies are ASCII (RFC 1939 §3; RFC 6856 §2.1 forbids
+/// raw non-ASCII to a client that did not ask for UTF-8).
 fn shorten(s: &str) -> String {
-    match s.char_indices().nth(40) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_string(),
+    let mut quoted = String::new();
+    for (n, c) in s.chars().enumerate() {
+        if n == 40 {
+            quoted.push_str("...");
+            break;
+        }
+        if c == ' ' || c.is_ascii_graphic() {
+            quoted.push(c);
+        } else {
+            quoted.extend(c.escape_unicode());
+        }
     }
+    quoted
 }
 
 #[cfg(test)]
@@ -139,5 +149,7 @@ mod tests {
         }
         let err = parse_number("99999999999999999999", "message number").expect_err("too big");
         assert!(err.contains("too large"), "{err}");
+        let err = parse_number("\u{e9}t\u{e9}", "message number").expect_err("not digits");
+        assert!(err.is_ascii(), "replies stay ASCII: {err}");
     }
 }

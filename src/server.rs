@@ -169,13 +169,19 @@ fn serve_client(stream: TcpStream, slot: Slot, id: u64) {
 // ANCHOR_END: serve_client
 
 // ANCHOR: idle_timer
-/// The autologout timer (RFC 1939 §3) as a reader: reads fail with `TimedOut` once the idle time
-/// has passed since the last command line arrived. A plain socket read timeout would restart
-/// with every byte, so a client sending one byte a minute could hold a session for ever.
+/// The autologout timer (RFC 1939 §3) as a reader: a read fails with `TimedOut` when the client
+/// has kept the server waiting for the idle time.
+///
+/// The wait starts when the session asks for input after a complete command line, so the time
+/// the server spends answering (a long RETR on a slow link) is never counted against the client.
+/// In the middle of a line the wait is not restarted: a plain socket timeout would restart with
+/// every byte, and a client sending one byte a minute could hold a session for ever.
 struct IdleTimer<'a> {
     stream: &'a TcpStream,
     idle: Duration,
     deadline: Instant,
+    /// The last read ended a command line (or nothing was read yet): a new wait begins.
+    line_ended: bool,
     /// The read timeout set on the socket now, if any.
     timeout: Option<Duration>,
 }
@@ -186,41 +192,33 @@ impl<'a> IdleTimer<'a> {
             stream,
             idle,
             deadline: Instant::now() + idle,
+            line_ended: true,
             timeout: None,
         }
-    }
-
-    fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        if self.timeout != Some(timeout) {
-            self.stream.set_read_timeout(Some(timeout))?;
-            self.timeout = Some(timeout);
-        }
-        Ok(())
     }
 }
 
 impl Read for IdleTimer<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        if self.line_ended {
+            self.deadline = now + self.idle;
+        }
+        let left = self.deadline.saturating_duration_since(now);
         if left.is_zero() {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "idle timer expired",
             ));
         }
-        // Waiting the whole idle time after a command may overshoot the deadline by the time it
-        // took to answer, which RFC 1939 allows (10 minutes is a minimum); only in the middle of
-        // a line must the wait be cut to what is left. So an interactive session, whose every
-        // read ends a line, makes no extra system call per command.
-        if self.timeout != Some(self.idle) || left + Duration::from_secs(1) < self.idle {
-            self.set_timeout(left)?;
+        // Setting the socket timeout is a system call: skip it when it is already right, which
+        // it is for every read that starts a new wait.
+        if self.timeout != Some(left) {
+            self.stream.set_read_timeout(Some(left))?;
+            self.timeout = Some(left);
         }
         let n = (&*self.stream).read(buf)?;
-        // A line end means a command has arrived: that resets the timer.
-        if buf[..n].contains(&b'\n') {
-            self.deadline = Instant::now() + self.idle;
-            self.set_timeout(self.idle)?;
-        }
+        self.line_ended = buf[..n].contains(&b'\n');
         Ok(n)
     }
 }

@@ -127,10 +127,10 @@ fn states<R: Read, W: Write>(
     debug!("session {}: AUTHORIZATION", conn.id);
     let mut authorization = Authorization::new(ctx.users, ctx.store, ctx.login);
     let (user, maildrop) = loop {
-        let Some(cmd) = conn.next_command()? else {
+        let Some(line) = conn.next_command()? else {
             return Ok(End::Closed);
         };
-        match authorization.handle(&cmd) {
+        match authorization.handle(&line) {
             authorization::Outcome::Stay(reply) => conn.send(reply)?,
             authorization::Outcome::Quit(reply) => {
                 let end = if reply.is_ok() {
@@ -157,10 +157,10 @@ fn states<R: Read, W: Write>(
     summary.user = Some(user.clone());
     let mut transaction = Transaction::new(user, maildrop);
     loop {
-        let Some(cmd) = conn.next_command()? else {
+        let Some(line) = conn.next_command()? else {
             return Ok(End::Closed);
         };
-        let outcome = transaction.handle(&cmd);
+        let outcome = transaction.handle(&line);
         summary.retrieved = transaction.retrieved;
         match outcome {
             transaction::Outcome::Stay(reply) => conn.send(reply)?,
@@ -210,30 +210,26 @@ impl<R: Read, W: Write> Connection<R, W> {
     }
 
     // ANCHOR: next_command
-    /// The next well-formed command. A line that is too long or not a command at all is answered
-    /// with `-ERR` here and skipped, so the states only ever see commands. `None`: the client
-    /// has gone.
-    fn next_command(&mut self) -> io::Result<Option<Command>> {
-        loop {
-            let why = match protocol::read_line(&mut self.input)? {
-                None => return Ok(None),
-                Some(Line::TooLong) => format!(
+    /// The next command line, parsed: a command, or the reason why the line is not one (too
+    /// long, not text, no keyword). The state answers the reason with `-ERR`, so a bad line
+    /// counts as a failed command there (a USER waiting for its PASS is forgotten, for one).
+    /// `None`: the client has gone.
+    fn next_command(&mut self) -> io::Result<Option<Result<Command, String>>> {
+        let bytes = match protocol::read_line(&mut self.input)? {
+            None => return Ok(None),
+            Some(Line::TooLong) => {
+                return Ok(Some(Err(format!(
                     "command line too long: at most {MAX_COMMAND_LINE} octets including CRLF (RFC 2449 section 4)"
-                ),
-                Some(Line::Command(bytes)) => {
-                    let shown = masked(&bytes);
-                    trace!("session {} C: {shown}", self.id);
-                    if let Some(view) = &self.view {
-                        view.client(&shown);
-                    }
-                    match command::parse(&bytes) {
-                        Ok(cmd) => return Ok(Some(cmd)),
-                        Err(why) => why,
-                    }
-                }
-            };
-            self.send(Reply::Err(why))?;
+                ))));
+            }
+            Some(Line::Command(bytes)) => bytes,
+        };
+        let shown = masked(&bytes);
+        trace!("session {} C: {shown}", self.id);
+        if let Some(view) = &self.view {
+            view.client(&shown);
         }
+        Ok(Some(command::parse(&bytes)))
     }
     // ANCHOR_END: next_command
 
@@ -260,12 +256,15 @@ impl<R: Read, W: Write> Connection<R, W> {
     }
 }
 
-/// A command line for the log, with the PASS argument hidden.
+/// A command line for the log and the classroom view: the PASS argument hidden, and anything
+/// that is not printable ASCII written as an escape, so a client cannot send terminal control
+/// sequences or a line end that fakes a log line.
 fn masked(line: &[u8]) -> String {
-    let text = String::from_utf8_lossy(line);
-    match text.get(..4) {
-        Some(keyword) if keyword.eq_ignore_ascii_case("PASS") => format!("{keyword} ****"),
-        _ => text.into_owned(),
+    match line.get(..4) {
+        Some(keyword) if keyword.eq_ignore_ascii_case(b"PASS") => {
+            format!("{} ****", keyword.escape_ascii())
+        }
+        _ => line.escape_ascii().to_string(),
     }
 }
 
@@ -295,5 +294,9 @@ mod tests {
     fn pass_is_masked_in_logs() {
         assert_eq!(masked(b"pass secret words"), "pass ****");
         assert_eq!(masked(b"USER alice"), "USER alice");
+        assert_eq!(
+            masked(b"NOOP\x1b[31m\rX \xc3\xa9"),
+            "NOOP\\x1b[31m\\rX \\xc3\\xa9"
+        );
     }
 }

@@ -47,7 +47,11 @@ impl Transaction {
 
     // ANCHOR: dispatch
     /// Answers one command.
-    pub fn handle(&mut self, cmd: &Command) -> Outcome {
+    pub fn handle(&mut self, line: &Result<Command, String>) -> Outcome {
+        let cmd = match line {
+            Ok(cmd) => cmd,
+            Err(why) => return Outcome::Stay(Reply::Err(why.clone())),
+        };
         let reply = match cmd.keyword.as_str() {
             "STAT" => self.stat(cmd),
             "LIST" => self.list(cmd),

@@ -91,11 +91,11 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
     if let Some(c) = name
         .chars()
-        .find(|c| c.is_control() || matches!(c, '/' | '\\' | ':'))
+        .find(|c| !c.is_ascii_graphic() || matches!(c, '/' | '\\' | ':'))
     {
         return Err(format!(
-            "user names may not contain {:?}: they name a folder in the maildrop root",
-            c
+            "user names are printable ASCII without '/', '\\' or ':' (found {}): they name a folder in the maildrop root",
+            c.escape_unicode()
         ));
     }
     if name.len() > 64 {
@@ -136,7 +136,18 @@ mod tests {
     #[test]
     fn names_that_leave_the_root_are_refused() {
         for bad in [
-            "", ".", "..", "a/b", "../etc", "a\0b", "a\nb", "a\\b", "a:b",
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../etc",
+            "a\0b",
+            "a\nb",
+            "a\\b",
+            "a:b",
+            "a b",
+            "caf\u{e9}",
+            "\u{202e}x",
         ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }

@@ -735,11 +735,41 @@ fn replies_count_one_message_in_the_singular() {
     let server = demo_server();
     let mut c = server.login("bob", "builder");
     c.cmd("DELE 1");
-    assert_eq!(c.cmd("QUIT"), "+OK popstate signing off: removed 1 message, 1 left");
+    assert_eq!(
+        c.cmd("QUIT"),
+        "+OK popstate signing off: removed 1 message, 1 left"
+    );
     let mut c = server.connect();
     c.cmd("USER bob");
-    assert_eq!(c.cmd("PASS builder"), "+OK bob's maildrop has 1 message (250 octets)");
+    assert_eq!(
+        c.cmd("PASS builder"),
+        "+OK bob's maildrop has 1 message (250 octets)"
+    );
     assert_eq!(c.cmd("LIST"), "+OK 1 message (250 octets)");
     c.multiline();
     assert_eq!(c.cmd("RSET"), "+OK maildrop has 1 message (250 octets)");
+}
+
+#[test]
+fn b29_a_line_that_is_not_a_command_also_forgets_a_pending_user() {
+    let server = demo_server();
+    let mut c = server.connect();
+    c.cmd("USER alice");
+    c.send_raw(b"NO\0OP\r\n");
+    assert_err(&c.line(), "control characters");
+    assert_err(&c.cmd("PASS wonderland"), "PASS must come right after USER");
+    c.cmd("USER alice");
+    c.send_raw(&[b"X".repeat(300), b"\r\n".to_vec()].concat());
+    assert_err(&c.line(), "too long");
+    assert_err(&c.cmd("PASS wonderland"), "PASS must come right after USER");
+}
+
+#[test]
+fn replies_quote_client_text_as_ascii_only() {
+    let server = demo_server();
+    let mut c = server.connect();
+    let reply = c.cmd("\u{e9}t\u{e9}");
+    assert_err(&reply, "\\u{e9}t\\u{e9}");
+    assert!(reply.is_ascii(), "{reply}");
+    assert_err(&c.cmd("USER caf\u{e9}"), "printable ASCII");
 }

@@ -1,0 +1,492 @@
+//! Property tests for the wire layer: thousands of random messages and command lines through
+//! `src/protocol.rs` and `src/command.rs`, checked against small models of what RFC 1939 §3,
+//! §5, §7, §11 and RFC 2449 §4 require.
+//!
+//! Standard library only, so they run on every `cargo test`: inputs come from a fixed-seed
+//! xorshift generator biased toward the octets that matter here (`.`, CR, LF, spaces, digits),
+//! and a failure prints the seed and the input. The cargo-fuzz targets in `fuzz/` check the same
+//! invariants on inputs that libFuzzer searches for (see `fuzz/README.md`).
+
+use std::io::{BufReader, Cursor};
+
+use popstate::command;
+use popstate::protocol::{self, Line, MAX_COMMAND_LINE, Reply};
+
+/// How many random inputs each test tries; the whole file stays well under two seconds in a
+/// debug build.
+const CASES: u64 = 3000;
+
+/// xorshift64 (Marsaglia, 2003): enough randomness for test inputs, and the same sequence on
+/// every machine for a given seed.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        // The state must never be zero; mixing in a constant also spreads out small seeds.
+        Rng((seed ^ 0x9e37_79b9_7f4a_7c15).max(1))
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A number in `0..n`.
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn size(&mut self, max_inclusive: usize) -> usize {
+        (self.next() % (max_inclusive as u64 + 1)) as usize
+    }
+
+    fn byte(&mut self) -> u8 {
+        self.next().to_le_bytes()[0]
+    }
+}
+
+/// A stored message: mostly short, sometimes up to 4 KB, made mostly of the octets that make
+/// line ends and stuffing interesting.
+fn random_message(rng: &mut Rng) -> Vec<u8> {
+    let len = match rng.below(16) {
+        0 => rng.size(4096),
+        1..=3 => rng.size(256),
+        _ => rng.size(24),
+    };
+    (0..len)
+        .map(|_| match rng.below(10) {
+            0 | 1 => b'.',
+            2 | 3 => b'\r',
+            4 | 5 => b'\n',
+            6 | 7 => b'a',
+            8 => b' ',
+            _ => rng.byte(),
+        })
+        .collect()
+}
+
+/// What a client may type: pieces of commands, numbers, spaces, line ends, NUL, non-ASCII
+/// octets and runs long enough to cross the 255-octet limit.
+fn random_wire(rng: &mut Rng) -> Vec<u8> {
+    const KEYWORDS: [&str; 16] = [
+        "STAT", "stat", "Retr", "TOP", "UIDL", "LIST", "DELE", "PASS", "USER", "QUIT", "NOOP",
+        "CAPA", "X", "AB", "ABCDE", "T0P",
+    ];
+    const SPECIALS: [&str; 8] = [
+        "18446744073709551615",
+        "18446744073709551616",
+        "00000000000000000000000000001",
+        "\u{e9}t\u{e9}",
+        "\u{85}",
+        "\u{2028}",
+        "\u{1f600}",
+        "-1",
+    ];
+    let mut wire = Vec::new();
+    for _ in 0..=rng.below(6) {
+        if rng.below(8) != 0 {
+            wire.extend_from_slice(KEYWORDS[rng.size(KEYWORDS.len() - 1)].as_bytes());
+        }
+        for _ in 0..rng.below(6) {
+            if rng.below(4) != 0 {
+                wire.push(b' ');
+            }
+            match rng.below(24) {
+                0..=5 => wire.extend((0..=rng.size(22)).map(|_| b'0' + (rng.below(10) as u8))),
+                6..=8 => wire.extend((0..=rng.size(8)).map(|_| b'a' + (rng.below(26) as u8))),
+                9..=11 => wire.extend(std::iter::repeat_n(b' ', 1 + rng.size(2))),
+                12 => wire.push([b'\r', b'\n', b'\0', b'\t', 0x7f][rng.size(4)]),
+                13 => wire.push(0x80 | rng.byte()),
+                14 | 15 => {
+                    wire.extend_from_slice(SPECIALS[rng.size(SPECIALS.len() - 1)].as_bytes())
+                }
+                16 => wire.extend(std::iter::repeat_n(rng.byte(), 240 + rng.size(20))),
+                17 => wire.extend(std::iter::repeat_n(b'X', rng.size(300))),
+                18 | 19 => wire.push(b'!' + (rng.below(94) as u8)),
+                _ => wire.push(b'1'),
+            }
+        }
+        // Mostly proper line ends; an empty end glues two lines into one.
+        let ends: [&[u8]; 8] = [
+            b"\r\n", b"\r\n", b"\r\n", b"\n", b"\n", b"\r\r\n", b"", b"\r",
+        ];
+        wire.extend_from_slice(ends[rng.size(7)]);
+    }
+    wire
+}
+
+// ---- the models ----------------------------------------------------------------------------
+
+/// What `read_line` returns for a whole wire: the text before each LF without one CR just
+/// before it, or `TooLong` above 253 octets (255 with CRLF, RFC 2449 §4). Octets after the last
+/// LF are a dropped connection.
+fn model_lines(wire: &[u8]) -> Vec<Line> {
+    let mut pieces: Vec<&[u8]> = wire.split(|&b| b == b'\n').collect();
+    pieces.pop();
+    pieces
+        .into_iter()
+        .map(|raw| {
+            let text = raw.strip_suffix(b"\r").unwrap_or(raw);
+            if text.len() > MAX_COMMAND_LINE - 2 {
+                Line::TooLong
+            } else {
+                Line::Command(text.to_vec())
+            }
+        })
+        .collect()
+}
+
+/// The stored message's lines as RETR sends them before stuffing, each ending in CRLF: LF and
+/// CRLF become CRLF, a CR not followed by LF is content, except a CR at the very end of the file,
+/// which starts a line end; a last line without a line end gets CRLF.
+fn normalised_lines(message: &[u8]) -> Vec<Vec<u8>> {
+    let mut pieces: Vec<&[u8]> = message.split(|&b| b == b'\n').collect();
+    if pieces.last().is_some_and(|last| last.is_empty()) {
+        pieces.pop();
+    }
+    pieces
+        .into_iter()
+        .map(|piece| [piece.strip_suffix(b"\r").unwrap_or(piece), b"\r\n"].concat())
+        .collect()
+}
+
+/// TOP n (RFC 1939 §7): the header, the first blank line and `n` lines after it; everything if
+/// there is no blank line.
+fn top_model(lines: &[Vec<u8>], n: u64) -> Vec<Vec<u8>> {
+    let keep = match lines.iter().position(|line| line == b"\r\n") {
+        Some(blank) => blank + 1 + n as usize,
+        None => lines.len(),
+    };
+    lines[..keep.min(lines.len())].to_vec()
+}
+
+/// Reads a multi-line body (terminator removed) as a client does: checks that every line ends
+/// in CRLF and that none is a lone `.` (an early terminator), un-stuffs, and counts the dots
+/// removed.
+fn client_view(wire: &[u8]) -> (Vec<Vec<u8>>, u64) {
+    let mut lines = Vec::new();
+    let mut stuffing = 0;
+    for line in wire.split_inclusive(|&b| b == b'\n') {
+        assert!(line.ends_with(b"\r\n"), "line without CRLF: {line:?}");
+        assert_ne!(line, b".\r\n", "early terminator");
+        lines.push(match line.strip_prefix(b".") {
+            Some(unstuffed) => {
+                stuffing += 1;
+                unstuffed.to_vec()
+            }
+            None => line.to_vec(),
+        });
+    }
+    (lines, stuffing)
+}
+
+fn retr(message: &[u8]) -> (Vec<u8>, u64) {
+    let mut wire = Vec::new();
+    let octets = protocol::write_message(&mut &message[..], &mut wire, None).expect("Vec write");
+    (wire, octets)
+}
+
+/// Runs `check` on `CASES` random messages, naming the seed and the message if it fails.
+fn for_random_messages(seed: u64, mut check: impl FnMut(&mut Rng, &[u8])) {
+    let mut rng = Rng::new(seed);
+    for case in 0..CASES {
+        let message = random_message(&mut rng);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            check(&mut rng, &message);
+        }));
+        if let Err(panic) = result {
+            eprintln!("seed {seed}, case {case}, message {message:?}");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+// ---- RETR and TOP: write_message, write_reply, message_size ------------------------------
+
+#[test]
+fn b06_b07_random_messages_have_crlf_lines_and_no_early_terminator() {
+    for_random_messages(1, |_, message| {
+        let (wire, _) = retr(message);
+        client_view(&wire);
+    });
+}
+
+#[test]
+fn b07_b19_random_messages_unstuff_to_crlf_normalised_input() {
+    for_random_messages(2, |_, message| {
+        let (wire, _) = retr(message);
+        assert_eq!(client_view(&wire).0, normalised_lines(message));
+    });
+}
+
+#[test]
+fn b19_octets_are_bytes_sent_less_stuffing_and_equal_message_size() {
+    for_random_messages(3, |_, message| {
+        let (wire, octets) = retr(message);
+        let (lines, stuffing) = client_view(&wire);
+        assert_eq!(octets, wire.len() as u64 - stuffing);
+        assert_eq!(octets, lines.iter().map(|l| l.len() as u64).sum::<u64>());
+        let size = protocol::message_size(&mut &message[..]).expect("slice read");
+        assert_eq!(octets, size, "STAT and LIST must report what RETR sends");
+    });
+}
+
+#[test]
+fn b06_b19_output_and_size_do_not_depend_on_buffer_boundaries() {
+    for_random_messages(4, |rng, message| {
+        let (expected, expected_octets) = retr(message);
+        let capacity = 1 + rng.size(16);
+        let mut input = BufReader::with_capacity(capacity, message);
+        let mut wire = Vec::new();
+        let octets = protocol::write_message(&mut input, &mut wire, None).expect("Vec write");
+        assert_eq!(wire, expected, "buffer of {capacity}");
+        assert_eq!(octets, expected_octets, "buffer of {capacity}");
+        let mut input = BufReader::with_capacity(capacity, message);
+        let size = protocol::message_size(&mut input).expect("slice read");
+        assert_eq!(size, expected_octets, "buffer of {capacity}");
+    });
+}
+
+#[test]
+fn b06_b20_write_reply_frames_the_message_with_status_and_terminator() {
+    for_random_messages(5, |rng, message| {
+        let (wire, octets) = retr(message);
+        let capacity = 1 + rng.size(16);
+        let reply = Reply::Message {
+            status: format!("{octets} octets"),
+            body: Box::new(BufReader::with_capacity(
+                capacity,
+                Cursor::new(message.to_vec()),
+            )),
+            top: None,
+        };
+        let mut sent = Vec::new();
+        let carried = protocol::write_reply(&mut sent, reply).expect("Vec write");
+        assert_eq!(carried, octets);
+        let status = format!("+OK {octets} octets\r\n");
+        assert_eq!(sent, [status.as_bytes(), &wire, b".\r\n"].concat());
+    });
+}
+
+#[test]
+fn b25_top_is_a_prefix_of_retr_with_header_blank_line_and_n_lines() {
+    for_random_messages(6, |rng, message| {
+        let (full, _) = retr(message);
+        let n = rng.below(6);
+        let capacity = 1 + rng.size(16);
+        let mut input = BufReader::with_capacity(capacity, message);
+        let mut wire = Vec::new();
+        let octets = protocol::write_message(&mut input, &mut wire, Some(n)).expect("Vec write");
+        assert!(full.starts_with(&wire), "TOP {n} is not a prefix of RETR");
+        let (lines, stuffing) = client_view(&wire);
+        assert_eq!(lines, top_model(&normalised_lines(message), n), "TOP {n}");
+        assert_eq!(octets, wire.len() as u64 - stuffing);
+
+        let reply = Reply::Message {
+            status: String::new(),
+            body: Box::new(Cursor::new(message.to_vec())),
+            top: Some(n),
+        };
+        let mut sent = Vec::new();
+        assert_eq!(
+            protocol::write_reply(&mut sent, reply).expect("write"),
+            octets
+        );
+        assert_eq!(sent, [b"+OK\r\n", &wire[..], b".\r\n"].concat());
+    });
+}
+
+#[test]
+fn b07_listing_lines_are_stuffed_and_read_back_whole() {
+    let mut rng = Rng::new(10);
+    for _ in 0..CASES {
+        let lines: Vec<String> = (0..rng.size(6))
+            .map(|_| {
+                (0..rng.size(12))
+                    .map(|_| ['.', '.', 'a', ' ', '1'][rng.size(4)])
+                    .collect()
+            })
+            .collect();
+        let mut sent = Vec::new();
+        let reply = Reply::Lines("listing follows".into(), lines.clone());
+        assert_eq!(
+            protocol::write_reply(&mut sent, reply).expect("Vec write"),
+            0
+        );
+        let body = sent
+            .strip_prefix(b"+OK listing follows\r\n".as_slice())
+            .and_then(|rest| rest.strip_suffix(b".\r\n".as_slice()))
+            .expect("status line and terminator");
+        let expected: Vec<Vec<u8>> = lines
+            .iter()
+            .map(|l| [l.as_bytes(), b"\r\n"].concat())
+            .collect();
+        assert_eq!(client_view(body).0, expected, "{lines:?}");
+    }
+}
+
+// ---- command lines: read_line, parse, parse_number ----------------------------------------
+
+/// RFC 1939 §3: a first reply line is at most 512 octets with its CRLF, and an error text goes
+/// after `-ERR `; it must hold no line end of its own, or it would break the framing.
+fn assert_fits_one_reply_line(text: &str) {
+    assert!(
+        "-ERR ".len() + text.len() + 2 <= 512,
+        "{} octets: {text:?}",
+        text.len()
+    );
+    assert!(!text.contains(['\r', '\n']), "line end in {text:?}");
+}
+
+fn check_number(arg: &str) {
+    let digits = !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_digit());
+    let significant = arg.trim_start_matches('0');
+    match command::parse_number(arg, "message number") {
+        Ok(n) => {
+            assert!(digits, "{arg:?} accepted as {n}");
+            let expected = if significant.is_empty() {
+                "0"
+            } else {
+                significant
+            };
+            assert_eq!(n.to_string(), expected);
+        }
+        Err(text) => {
+            assert_fits_one_reply_line(&text);
+            let too_big = significant.len() > 20
+                || (significant.len() == 20 && significant > "18446744073709551615");
+            assert!(!digits || too_big, "{arg:?} refused: {text}");
+        }
+    }
+}
+
+fn check_parse(line: &[u8]) {
+    let cmd = match command::parse(line) {
+        Ok(cmd) => cmd,
+        Err(text) => return assert_fits_one_reply_line(&text),
+    };
+    let keyword = cmd.keyword.as_bytes();
+    assert!((3..=4).contains(&keyword.len()), "{:?}", cmd.keyword);
+    assert!(
+        keyword.iter().all(u8::is_ascii_uppercase),
+        "{:?}",
+        cmd.keyword
+    );
+    assert!(
+        line[..keyword.len()].eq_ignore_ascii_case(keyword),
+        "{line:?}"
+    );
+    let rest: &[u8] = match line.get(keyword.len()) {
+        None => b"",
+        Some(b' ') => &line[keyword.len() + 1..],
+        Some(other) => panic!("keyword {:?} followed by {other:#04x}", cmd.keyword),
+    };
+    assert_eq!(cmd.rest.as_bytes(), rest);
+    assert!(!cmd.rest.chars().any(char::is_control), "{:?}", cmd.rest);
+    let words: Vec<&str> = cmd.rest.split(' ').filter(|w| !w.is_empty()).collect();
+    assert_eq!(cmd.args, words);
+    for arg in &cmd.args {
+        check_number(arg);
+    }
+    for (min, max) in [(0, 0), (1, 1), (1, 2)] {
+        if let Err(text) = cmd.expect_args(min, max, "TOP msg n") {
+            assert_fits_one_reply_line(&text);
+        }
+    }
+}
+
+/// Reads every line of `wire` through a buffer of `capacity` octets, checking X01's limit.
+fn read_all(wire: &[u8], capacity: usize) -> Vec<Line> {
+    let mut input = BufReader::with_capacity(capacity, wire);
+    let mut lines = Vec::new();
+    while let Some(line) = protocol::read_line(&mut input).expect("slice read") {
+        if let Line::Command(bytes) = &line {
+            assert!(
+                bytes.len() <= MAX_COMMAND_LINE - 2,
+                "{} octets",
+                bytes.len()
+            );
+            assert!(!bytes.contains(&b'\n'), "LF inside {bytes:?}");
+        }
+        lines.push(line);
+    }
+    lines
+}
+
+#[test]
+fn x01_random_command_lines_read_as_the_model_whatever_the_buffer() {
+    let mut rng = Rng::new(7);
+    for case in 0..CASES {
+        let wire = random_wire(&mut rng);
+        let capacity = 1 + rng.size(16);
+        let lines = read_all(&wire, capacity);
+        assert_eq!(
+            lines,
+            model_lines(&wire),
+            "case {case}, buffer of {capacity}, wire {wire:?}"
+        );
+    }
+}
+
+#[test]
+fn x01_lines_around_255_octets_with_every_line_end_and_buffer() {
+    for len in 250..=258 {
+        for end in [&b"\r\n"[..], b"\n", b"\r\r\n"] {
+            let wire = [b"A".repeat(len), end.to_vec(), b"NOOP\r\n".to_vec()].concat();
+            for capacity in 1..=17 {
+                let lines = read_all(&wire, capacity);
+                assert_eq!(
+                    lines,
+                    model_lines(&wire),
+                    "{len} + {end:?}, buffer {capacity}"
+                );
+                let after = lines.last().expect("NOOP follows");
+                assert_eq!(*after, Line::Command(b"NOOP".to_vec()), "back in step");
+            }
+        }
+    }
+}
+
+#[test]
+fn b02_b08_parsed_keywords_are_three_or_four_upper_case_letters() {
+    let mut rng = Rng::new(8);
+    for case in 0..CASES {
+        let wire = random_wire(&mut rng);
+        for line in model_lines(&wire) {
+            if let Line::Command(bytes) = line {
+                let result = std::panic::catch_unwind(|| check_parse(&bytes));
+                if let Err(panic) = result {
+                    eprintln!("case {case}, line {bytes:?}");
+                    std::panic::resume_unwind(panic);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn b15_message_numbers_are_the_digit_strings_that_fit_a_u64() {
+    let mut rng = Rng::new(9);
+    for _ in 0..CASES {
+        let arg: String = (0..rng.size(24))
+            .map(|_| match rng.below(8) {
+                0..=4 => char::from(b'0' + rng.below(10) as u8),
+                5 => '0',
+                6 => ['-', '+', ' ', 'x', '\u{661}'][rng.size(4)],
+                _ => '9',
+            })
+            .collect();
+        check_number(&arg);
+    }
+    for arg in [
+        "18446744073709551615",
+        "018446744073709551615",
+        "18446744073709551616",
+    ] {
+        check_number(arg);
+    }
+}
