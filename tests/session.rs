@@ -773,3 +773,51 @@ fn replies_quote_client_text_as_ascii_only() {
     assert!(reply.is_ascii(), "{reply}");
     assert_err(&c.cmd("USER caf\u{e9}"), "printable ASCII");
 }
+
+#[test]
+fn b04_b05_x07_r02_every_status_line_is_ok_or_err_short_and_codes_are_known() {
+    let server = demo_server();
+    let mut first = server.login("alice", "wonderland");
+    let mut c = server.connect();
+    let long_arg = "9".repeat(240);
+    let mut replies = vec![c.greeting.clone()];
+    for cmd in [
+        "USER bob",
+        "PASS wrong",
+        "USER alice",
+        "PASS wonderland",
+        &format!("USER {long_arg}"),
+        "USER bob",
+        "PASS builder",
+        &format!("RETR {long_arg}"),
+        &format!("TOP 1 {long_arg}"),
+        "LIST 9",
+        "DELE 1",
+        "DELE 1",
+        "USER x",
+        "QUIT",
+    ] {
+        replies.push(c.cmd(cmd));
+    }
+    first.cmd("QUIT");
+    for reply in &replies {
+        assert!(
+            reply.starts_with("+OK") || reply.starts_with("-ERR"),
+            "B04: {reply}"
+        );
+        assert!(reply.len() + 2 <= 512, "B05: {} octets", reply.len() + 2);
+        if let Some(code) = reply.strip_prefix("-ERR [") {
+            let code = code.split(']').next().expect("closing bracket");
+            assert!(
+                ["AUTH", "IN-USE", "SYS/TEMP", "SYS/PERM"].contains(&code),
+                "X07: unknown code {code}"
+            );
+        }
+    }
+    assert!(replies[2].starts_with("-ERR [AUTH]"), "R02: {}", replies[2]);
+    assert!(
+        replies[4].starts_with("-ERR [IN-USE]"),
+        "X13: {}",
+        replies[4]
+    );
+}
