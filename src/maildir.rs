@@ -13,7 +13,7 @@
 //!   a message is either whole or gone, whenever the server is stopped.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, TryLockError};
+use std::fs::{self, DirEntry, File, TryLockError};
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -29,84 +29,17 @@ pub const LOCK_FILE: &str = "popstate.lock";
 /// The maildrops below one root folder, one Maildir per user.
 pub struct MaildirStore {
     root: PathBuf,
-    /// Message sizes already counted, per user folder (see [`SizeCache`]).
-    sizes: Mutex<HashMap<PathBuf, SizeCache>>,
+    sizes: SizeCache,
 }
 
 impl MaildirStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         MaildirStore {
             root: root.into(),
-            sizes: Mutex::default(),
+            sizes: SizeCache::default(),
         }
     }
 }
-
-// ANCHOR: size_cache
-/// Sizes of messages counted at earlier logins, so that a login does not read every message
-/// again (RFC 1939 §5 wants exact sizes, and counting them means reading every octet).
-///
-/// A size is reused only while the file is provably the same: the same device, inode and length,
-/// and the same *change time* (ctime). The kernel sets ctime on every write, rename or chmod,
-/// and no program can set it back, so a rewritten file never matches an old entry. The cache
-/// lives in memory only: a restarted server counts again, and nothing is written to the maildrop.
-#[derive(Default)]
-struct SizeCache {
-    /// File path → (identity when counted, size).
-    known: HashMap<PathBuf, (FileStamp, u64)>,
-    /// What this scan looked at; replaces `known` afterwards, so removed files drop out.
-    seen: HashMap<PathBuf, (FileStamp, u64)>,
-}
-
-type FileStamp = (u64, u64, u64, i64, i64);
-
-impl SizeCache {
-    /// The size of the message at `path`, from the cache or by counting it. `None`: the file
-    /// vanished before it could be read.
-    fn size(&mut self, path: &Path, meta: &fs::Metadata) -> io::Result<Option<u64>> {
-        let stamp = stamp(meta);
-        let size = match self.known.get(path) {
-            Some(&(known, size)) if stamp == Some(known) => size,
-            _ => {
-                let file = match File::open(path) {
-                    Ok(file) => file,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(e),
-                };
-                message_size(&mut BufReader::with_capacity(64 * 1024, file))?
-            }
-        };
-        if let Some(stamp) = stamp {
-            self.seen.insert(path.to_path_buf(), (stamp, size));
-        }
-        Ok(Some(size))
-    }
-
-    /// Keeps what this scan saw, forgets the rest.
-    fn finish(&mut self) {
-        self.known = std::mem::take(&mut self.seen);
-    }
-}
-
-/// Device, inode, length and change time: what identifies one version of a file.
-#[cfg(unix)]
-fn stamp(meta: &fs::Metadata) -> Option<FileStamp> {
-    use std::os::unix::fs::MetadataExt;
-    Some((
-        meta.dev(),
-        meta.ino(),
-        meta.len(),
-        meta.ctime(),
-        meta.ctime_nsec(),
-    ))
-}
-
-/// Without ctime there is no safe way to tell, so nothing is reused.
-#[cfg(not(unix))]
-fn stamp(_: &fs::Metadata) -> Option<FileStamp> {
-    None
-}
-// ANCHOR_END: size_cache
 
 // ANCHOR: open_maildrop
 impl Store for MaildirStore {
@@ -116,16 +49,19 @@ impl Store for MaildirStore {
         // A user who has never received mail has no Maildir yet. Make the empty one a delivery
         // agent would make, so the login shows an empty maildrop instead of an error.
         for sub in ["new", "cur", "tmp"] {
-            fs::create_dir_all(dir.join(sub)).map_err(|e| {
-                OpenError::Permanent(format!("cannot create {}: {e}", dir.join(sub).display()))
-            })?;
+            let path = dir.join(sub);
+            if !path.is_dir() {
+                fs::create_dir_all(&path).map_err(|e| {
+                    OpenError::Permanent(format!("cannot create {}: {e}", path.display()))
+                })?;
+            }
         }
         let lock = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(dir.join(LOCK_FILE))
-            .map_err(|e| OpenError::Permanent(format!("cannot open the lock file: {e}")))?;
+            .map_err(|e| OpenError::Temporary(format!("cannot open the lock file: {e}")))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(OpenError::InUse),
@@ -137,17 +73,8 @@ impl Store for MaildirStore {
         }
         // Listing happens under the lock; if it fails, `lock` is dropped on the way out, which
         // releases it before the client sees the -ERR (RFC 1939 §4).
-        // This user's cache is taken out for the scan, so other logins are not held up; only one
-        // session at a time can be here for one user, because of the lock.
-        let mut sizes = self.take_sizes(&dir);
-        let scanned = scan(&dir, &mut sizes);
-        sizes.finish();
-        self.sizes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(dir.clone(), sizes);
-        let (messages, files) =
-            scanned.map_err(|e| OpenError::Permanent(format!("cannot read the maildrop: {e}")))?;
+        let (messages, files) = scan(&dir, &self.sizes)
+            .map_err(|e| OpenError::Permanent(format!("cannot read the maildrop: {e}")))?;
         Ok(Box::new(MaildirMaildrop {
             dir,
             messages,
@@ -158,23 +85,12 @@ impl Store for MaildirStore {
 }
 // ANCHOR_END: open_maildrop
 
-impl MaildirStore {
-    fn take_sizes(&self, dir: &Path) -> SizeCache {
-        // Nothing panics while holding this lock; a poisoned cache is still a correct cache.
-        self.sizes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(dir)
-            .unwrap_or_default()
-    }
-}
-
-/// Where one message's file was at login.
+/// Where one message's file was at login: `dir/sub/name`.
 struct FileRef {
-    /// The path at login; a mail reader may move the file to `cur/` or rename it later.
-    path: PathBuf,
-    /// The file name up to `:`, to find the file again after such a rename.
-    unique: String,
+    /// `"new"` or `"cur"`.
+    sub: &'static str,
+    /// The file name; a mail reader may rename the file (flags) or move it to `cur/` later.
+    name: String,
     /// The file's length at login, to notice a file that another program changed.
     stored_len: u64,
 }
@@ -196,18 +112,17 @@ impl MaildirMaildrop {
             .ok_or_else(|| format!("message index {index} is outside the maildrop"))
     }
 
-    /// The file's current path: where it was at login, or where a mail reader moved it since.
-    fn locate(&self, file: &FileRef) -> Option<PathBuf> {
-        if file.path.exists() {
-            return Some(file.path.clone());
-        }
+    /// Where a file went that is no longer where it was at login: a mail reader may have moved
+    /// it to `cur/` or changed its flags, which keeps the unique name before `:`.
+    fn find_moved(&self, file: &FileRef) -> Option<PathBuf> {
+        let unique = unique_name(&file.name);
         ["cur", "new"].iter().find_map(|sub| {
             fs::read_dir(self.dir.join(sub))
                 .ok()?
                 .flatten()
                 .find_map(|e| {
                     let name = e.file_name();
-                    (unique_name(name.to_str()?) == file.unique).then(|| e.path())
+                    (unique_name(name.to_str()?) == unique).then(|| e.path())
                 })
         })
     }
@@ -221,10 +136,17 @@ impl Maildrop for MaildirMaildrop {
 
     fn open(&self, index: usize) -> Result<Box<dyn BufRead + Send>, String> {
         let file_ref = self.file(index)?;
-        let path = self
-            .locate(file_ref)
-            .ok_or("another program removed it from the maildrop")?;
-        let file = File::open(&path).map_err(|e| format!("it cannot be opened: {e}"))?;
+        // Open first and ask questions later: the common case costs one system call.
+        let file = match File::open(self.dir.join(file_ref.sub).join(&file_ref.name)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let moved = self
+                    .find_moved(file_ref)
+                    .ok_or("another program removed it from the maildrop")?;
+                File::open(moved)
+            }
+            opened => opened,
+        }
+        .map_err(|e| format!("it cannot be opened: {e}"))?;
         let len = file
             .metadata()
             .map_err(|e| format!("it cannot be read: {e}"))?
@@ -241,81 +163,216 @@ impl Maildrop for MaildirMaildrop {
 
     fn remove(&mut self, index: usize) -> Result<(), String> {
         let file_ref = self.file(index)?;
-        match self.locate(file_ref) {
-            // Already gone: another program removed it, which is what was asked.
-            None => Ok(()),
-            Some(path) => match fs::remove_file(&path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    Err(format!("cannot remove {}: {e}", path.display()))
-                }
-                _ => Ok(()),
+        let path = self.dir.join(file_ref.sub).join(&file_ref.name);
+        let path = match fs::remove_file(&path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(format!("cannot remove {}: {e}", path.display()));
+            }
+            // Moved since login, or already gone (another program removed it: what was asked).
+            Err(_) => match self.find_moved(file_ref) {
+                Some(moved) => moved,
+                None => return Ok(()),
             },
+        };
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(format!("cannot remove {}: {e}", path.display()))
+            }
+            _ => Ok(()),
         }
     }
 }
 // ANCHOR_END: maildir_maildrop
 
+/// One message file as `scan` finds it.
+struct Found {
+    delivered: u64,
+    sub: &'static str,
+    name: String,
+    len: u64,
+    stamp: Option<FileStamp>,
+    /// Known from the cache, or counted; `None` until then, and for a file that vanished.
+    size: Option<u64>,
+    /// The size was counted in this scan (the cache did not know it).
+    counted: bool,
+}
+
 // ANCHOR: scan
 /// Lists `new/` and `cur/` as they are now, in delivery order, with sizes and unique-ids.
-fn scan(dir: &Path, sizes: &mut SizeCache) -> io::Result<(Vec<MessageInfo>, Vec<FileRef>)> {
+///
+/// Looking at a file costs one `stat`, made relative to its folder (no path walk). Sizes come
+/// from the cache for files counted before; only new or changed files are read.
+fn scan(dir: &Path, sizes: &SizeCache) -> io::Result<(Vec<MessageInfo>, Vec<FileRef>)> {
     let mut found = Vec::new();
     for sub in ["new", "cur"] {
         for entry in fs::read_dir(dir.join(sub))? {
-            let entry = entry?;
-            let Ok(name) = entry.file_name().into_string() else {
-                // Maildir names are ASCII; a name that is not even UTF-8 is not a message.
-                continue;
-            };
-            // Dot files are not messages (Maildir convention).
-            if name.starts_with('.') {
-                continue;
+            if let Some(file) = look_at(entry?, sub)? {
+                found.push(file);
             }
-            let path = entry.path();
-            let meta = match fs::metadata(&path) {
-                Ok(meta) => meta,
-                // Moved or removed between listing and looking: not part of this snapshot.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            if !meta.is_file() {
-                continue;
-            }
-            let delivered = delivery_time(&name).unwrap_or_else(|| {
-                meta.modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_secs())
-            });
-            let Some(size) = sizes.size(&path, &meta)? else {
-                continue;
-            };
-            found.push((delivered, name, path, size, meta.len()));
         }
     }
-    found.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    sizes.recall(&mut found);
+    for file in found.iter_mut().filter(|f| f.size.is_none()) {
+        file.counted = true;
+        file.size = match File::open(dir.join(file.sub).join(&file.name)) {
+            Ok(opened) => Some(message_size(&mut BufReader::with_capacity(
+                16 * 1024,
+                opened,
+            ))?),
+            // Moved or removed since it was listed: not part of this snapshot.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+    }
+    sizes.remember(&found);
+    found.retain(|f| f.size.is_some());
+    found.sort_unstable_by(|a, b| (a.delivered, &a.name).cmp(&(b.delivered, &b.name)));
 
-    let mut messages = Vec::with_capacity(found.len());
-    let mut files = Vec::with_capacity(found.len());
-    let mut seen = HashSet::new();
-    for (_, name, path, size, stored_len) in found {
-        let unique = unique_name(&name).to_string();
-        let mut uid = uid_for(&unique);
-        if !seen.insert(uid.clone()) {
-            // The same unique name in new/ and cur/ should not happen, but two messages must
-            // never share a unique-id: name this one by its path instead.
-            uid = hashed_uid(&path.to_string_lossy());
-            seen.insert(uid.clone());
-        }
-        messages.push(MessageInfo { size, uid });
-        files.push(FileRef {
-            path,
-            unique,
-            stored_len,
-        });
+    let mut uids: Vec<String> = found
+        .iter()
+        .map(|f| uid_for(unique_name(&f.name)))
+        .collect();
+    // The same unique name twice (in new/ and cur/, or with two sets of flags) should not
+    // happen, but two messages must never share a unique-id: the later one is named by its
+    // folder and file name instead.
+    let mut seen = HashSet::with_capacity(uids.len());
+    let twice: Vec<usize> = (0..uids.len())
+        .filter(|&i| !seen.insert(uids[i].as_str()))
+        .collect();
+    for i in twice {
+        uids[i] = hashed_uid(&format!("{}/{}", found[i].sub, found[i].name));
     }
+
+    let messages = found
+        .iter()
+        .zip(uids)
+        .map(|(f, uid)| MessageInfo {
+            size: f.size.unwrap_or(0),
+            uid,
+        })
+        .collect();
+    let files = found
+        .into_iter()
+        .map(|f| FileRef {
+            sub: f.sub,
+            name: f.name,
+            stored_len: f.len,
+        })
+        .collect();
     Ok((messages, files))
 }
 // ANCHOR_END: scan
+
+/// What a folder entry is: a message, or `None` for anything else (dot files, folders, names
+/// that are not UTF-8, a file removed while we looked).
+fn look_at(entry: DirEntry, sub: &'static str) -> io::Result<Option<Found>> {
+    let Ok(name) = entry.file_name().into_string() else {
+        return Ok(None);
+    };
+    if name.starts_with('.') {
+        return Ok(None);
+    }
+    // `DirEntry::metadata` does not follow a symbolic link; a linked message is looked up
+    // through its link.
+    let meta = match entry.metadata().and_then(|m| {
+        if m.is_symlink() {
+            fs::metadata(entry.path())
+        } else {
+            Ok(m)
+        }
+    }) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let delivered = delivery_time(&name).unwrap_or_else(|| {
+        meta.modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs())
+    });
+    Ok(Some(Found {
+        delivered,
+        sub,
+        name,
+        len: meta.len(),
+        stamp: stamp(&meta),
+        size: None,
+        counted: false,
+    }))
+}
+
+// ANCHOR: size_cache
+/// Sizes of messages counted before, so that a login does not read every message again
+/// (RFC 1939 §5 wants exact sizes, and counting them means reading every octet).
+///
+/// A size is reused only while the file is provably the same: the same device and inode, the
+/// same length and the same *change time* (ctime). The kernel sets ctime on every write, rename
+/// or chmod, and no program can set it back, so a rewritten file never matches an old entry.
+/// Keyed by inode, one count serves every hard link to a message. The cache lives in memory
+/// only: a restarted server counts again, and nothing is written to the maildrop.
+#[derive(Default)]
+struct SizeCache {
+    known: Mutex<HashMap<FileStamp, u64>>,
+}
+
+/// Device, inode, length and change time: what identifies one version of a file.
+type FileStamp = (u64, u64, u64, i64, i64);
+
+/// Past this many entries the cache starts again, so files removed long ago cannot make it grow
+/// for ever (about 60 MB at most).
+const MAX_CACHED: usize = 1_000_000;
+
+impl SizeCache {
+    /// Fills in the sizes the cache knows.
+    fn recall(&self, found: &mut [Found]) {
+        // Nothing panics while holding this lock; a poisoned cache is still a correct cache.
+        let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        for file in found.iter_mut() {
+            file.size = file.stamp.and_then(|stamp| known.get(&stamp).copied());
+        }
+    }
+
+    /// Keeps the sizes just counted.
+    fn remember(&self, found: &[Found]) {
+        let counted: Vec<&Found> = found.iter().filter(|f| f.counted).collect();
+        if counted.is_empty() {
+            return;
+        }
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        if known.len() + counted.len() > MAX_CACHED {
+            known.clear();
+        }
+        for file in counted {
+            if let (Some(stamp), Some(size)) = (file.stamp, file.size) {
+                known.insert(stamp, size);
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn stamp(meta: &fs::Metadata) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    Some((
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+    ))
+}
+
+/// Without ctime there is no safe way to tell, so nothing is reused.
+#[cfg(not(unix))]
+fn stamp(_: &fs::Metadata) -> Option<FileStamp> {
+    None
+}
+// ANCHOR_END: size_cache
 
 /// The Maildir unique name: the file name without the `:2,FLAGS` info part.
 fn unique_name(file_name: &str) -> &str {

@@ -187,12 +187,19 @@ struct Connection<R: Read, W: Write> {
     view: Option<Classroom>,
 }
 
+/// Buffer sizes. Every session keeps these for its whole life, so they are small: a command
+/// line is at most 255 octets, and most replies are one short line. Large replies do not pass
+/// through them: a message is converted in its own buffer (protocol.rs, `fn write_message`)
+/// that exists only while it is sent, and goes to the socket directly in 64 KiB writes.
+const INPUT_BUFFER: usize = 1024;
+const OUTPUT_BUFFER: usize = 8 * 1024;
+
 impl<R: Read, W: Write> Connection<R, W> {
     fn new(input: R, output: W, id: u64, classroom: bool) -> Self {
         Connection {
-            input: BufReader::with_capacity(4096, input),
+            input: BufReader::with_capacity(INPUT_BUFFER, input),
             output: BufWriter::with_capacity(
-                64 * 1024,
+                OUTPUT_BUFFER,
                 Counted {
                     inner: output,
                     sent: 0,
