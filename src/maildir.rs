@@ -158,7 +158,7 @@ impl Maildrop for MaildirMaildrop {
                 file_ref.stored_len
             ));
         }
-        Ok(Box::new(BufReader::with_capacity(64 * 1024, file)))
+        Ok(Box::new(BufReader::with_capacity(256 * 1024, file)))
     }
 
     fn remove(&mut self, index: usize) -> Result<(), String> {

@@ -128,10 +128,21 @@ fn status(indicator: &str, text: &str) -> String {
 /// that are not a message), so the session can log what it sent.
 pub fn write_reply<W: Write>(out: &mut W, reply: Reply) -> io::Result<u64> {
     let first = reply.status_line();
+    if let Reply::Message { mut body, top, .. } = reply {
+        // The status line, the message and the terminator collect in one buffer, so that a
+        // small message leaves in one write (one packet, one wake-up of the client), not three.
+        let mut staged = Vec::with_capacity(STAGE);
+        staged.extend_from_slice(first.as_bytes());
+        staged.extend_from_slice(b"\r\n");
+        let octets = convert(&mut body, out, &mut staged, top)?;
+        staged.extend_from_slice(b".\r\n");
+        out.write_all(&staged)?;
+        return Ok(octets);
+    }
     out.write_all(first.as_bytes())?;
     out.write_all(b"\r\n")?;
     match reply {
-        Reply::Ok(_) | Reply::Err(_) => Ok(0),
+        Reply::Ok(_) | Reply::Err(_) | Reply::Message { .. } => Ok(0),
         Reply::Lines(_, lines) => {
             for line in &lines {
                 if line.starts_with('.') {
@@ -142,11 +153,6 @@ pub fn write_reply<W: Write>(out: &mut W, reply: Reply) -> io::Result<u64> {
             }
             out.write_all(b".\r\n")?;
             Ok(0)
-        }
-        Reply::Message { mut body, top, .. } => {
-            let octets = write_message(&mut body, out, top)?;
-            out.write_all(b".\r\n")?;
-            Ok(octets)
         }
     }
 }
@@ -173,19 +179,31 @@ pub fn write_message<R: BufRead, W: Write>(
     out: &mut W,
     top: Option<u64>,
 ) -> io::Result<u64> {
+    let mut staged = Vec::with_capacity(STAGE);
+    let octets = convert(input, out, &mut staged, top)?;
+    out.write_all(&staged)?;
+    Ok(octets)
+}
+
+/// The work of [`write_message`]: converted lines collect in `staged` and go to `out` a large
+/// piece at a time; what is left in `staged` at the end is the caller's to write. The buffer
+/// lives only while a message is being sent, so an idle session does not keep it.
+fn convert<R: BufRead, W: Write>(
+    input: &mut R,
+    out: &mut W,
+    staged: &mut Vec<u8>,
+    top: Option<u64>,
+) -> io::Result<u64> {
     let mut line = LineState::default();
     let mut in_body = false;
     let mut body_lines_left = top;
-    // The converted lines collect here and go to `out` a large piece at a time. This buffer
-    // lives only while a message is being sent, so an idle session does not keep it.
-    let mut staged = Vec::with_capacity(STAGE);
     loop {
         let buf = input.fill_buf()?;
         if buf.is_empty() {
             // A CR left pending at the very end was the start of a line end; a partial last line
             // still gets its CRLF.
             if line.len > 0 || line.cr_pending {
-                line.end(&mut staged);
+                line.end(staged);
             }
             break;
         }
@@ -193,9 +211,9 @@ pub fn write_message<R: BufRead, W: Write>(
         let mut start = 0;
         let mut done = false;
         for lf in LineEnds::new(buf) {
-            line.put(&mut staged, &buf[start..lf], true);
+            line.put(staged, &buf[start..lf], true);
             let was_blank = line.len == 0;
-            line.end(&mut staged);
+            line.end(staged);
             start = lf + 1;
             if in_body {
                 body_lines_left = body_lines_left.map(|n| n.saturating_sub(1));
@@ -209,26 +227,25 @@ pub fn write_message<R: BufRead, W: Write>(
             }
         }
         if !done && start < buf.len() {
-            line.put(&mut staged, &buf[start..], false);
+            line.put(staged, &buf[start..], false);
             start = buf.len();
         }
         let used = start;
         input.consume(used);
         if staged.len() >= STAGE {
-            out.write_all(&staged)?;
+            out.write_all(staged)?;
             staged.clear();
         }
         if done {
             break;
         }
     }
-    out.write_all(&staged)?;
     Ok(line.octets)
 }
 
 /// How much converted message collects before it is written: large enough for few system
 /// calls, small enough to stay in the CPU's cache.
-const STAGE: usize = 64 * 1024;
+const STAGE: usize = 256 * 1024;
 
 /// Where we are inside the current output line.
 #[derive(Default)]
