@@ -14,10 +14,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, DirEntry, File, TryLockError};
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
-use std::time::UNIX_EPOCH;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::maildrop::{Maildrop, MessageInfo, OpenError, Store};
 use crate::protocol::message_size;
@@ -30,6 +30,7 @@ pub const LOCK_FILE: &str = "popstate.lock";
 pub struct MaildirStore {
     root: PathBuf,
     sizes: SizeCache,
+    listings: Arc<Listings>,
 }
 
 impl MaildirStore {
@@ -37,9 +38,105 @@ impl MaildirStore {
         MaildirStore {
             root: root.into(),
             sizes: SizeCache::default(),
+            listings: Arc::default(),
         }
     }
 }
+
+/// A maildrop as one login listed it: messages in order, and the files behind them.
+struct Listing {
+    messages: Vec<MessageInfo>,
+    files: Vec<FileRef>,
+}
+
+// ANCHOR: listings
+/// The last listing of each maildrop, reused while its `new/` and `cur/` folders are unchanged.
+///
+/// Listing a maildrop means looking at every file (a `stat` each); for 100,000 messages that is
+/// most of a login. But every delivery, removal or rename in a folder changes the folder's own
+/// modification and change times, so while both folders carry the times they had at the last
+/// listing, the same files are there under the same names, and the listing can be reused
+/// without looking at a single file (Dovecot decides the same way).
+///
+/// Two things could still fool it, and both are handled:
+/// - File system times are coarse (a few milliseconds), so a folder changed twice within one
+///   tick looks unchanged. A listing is only kept when both folders were last changed more than
+///   [`SETTLED`] before it was made.
+/// - A message rewritten in place (which Maildir forbids, but a person can do) changes the file,
+///   not the folder. LIST may then show the size it had; RETR checks the file against what it
+///   was when counted and refuses to send octets that LIST did not promise (see `open`), and
+///   that refusal drops the listing, so the next login counts again.
+#[derive(Default)]
+struct Listings {
+    known: Mutex<HashMap<PathBuf, (FolderTimes, Arc<Listing>)>>,
+}
+
+/// The identity and times of `new/` and `cur/`.
+type FolderTimes = [(u64, u64, i64, i64, i64, i64); 2];
+
+/// How long a folder must have been left alone before a listing of it is kept.
+const SETTLED: Duration = Duration::from_secs(2);
+
+impl Listings {
+    fn get(&self, dir: &Path, times: &FolderTimes) -> Option<Arc<Listing>> {
+        // Nothing panics while holding this lock; a poisoned map is still a correct map.
+        let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        match known.get(dir) {
+            Some((kept, listing)) if kept == times => Some(Arc::clone(listing)),
+            _ => None,
+        }
+    }
+
+    fn keep(&self, dir: &Path, times: FolderTimes, listing: &Arc<Listing>) {
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        if known.len() >= MAX_LISTINGS {
+            known.clear();
+        }
+        known.insert(dir.to_path_buf(), (times, Arc::clone(listing)));
+    }
+
+    fn forget(&self, dir: &Path) {
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        known.remove(dir);
+    }
+}
+
+/// Past this many maildrops the kept listings start again, so memory stays bounded.
+const MAX_LISTINGS: usize = 100_000;
+
+/// The times of `dir/new` and `dir/cur`, and whether both were last changed long enough ago
+/// (see [`SETTLED`]) for a listing made now to be kept. `None` without ctime (not Unix).
+#[cfg(unix)]
+fn folder_times(dir: &Path) -> io::Result<Option<(FolderTimes, bool)>> {
+    use std::os::unix::fs::MetadataExt;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let settled_before = now.saturating_sub(SETTLED).as_nanos() as i128;
+    let nanos = |secs: i64, nsec: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsec);
+    let mut times = [(0, 0, 0, 0, 0, 0); 2];
+    let mut settled = true;
+    for (slot, sub) in times.iter_mut().zip(["new", "cur"]) {
+        let meta = fs::metadata(dir.join(sub))?;
+        *slot = (
+            meta.dev(),
+            meta.ino(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+        );
+        settled &= nanos(meta.mtime(), meta.mtime_nsec()) < settled_before
+            && nanos(meta.ctime(), meta.ctime_nsec()) < settled_before;
+    }
+    Ok(Some((times, settled)))
+}
+
+#[cfg(not(unix))]
+fn folder_times(_: &Path) -> io::Result<Option<(FolderTimes, bool)>> {
+    Ok(None)
+}
+// ANCHOR_END: listings
 
 // ANCHOR: open_maildrop
 impl Store for MaildirStore {
@@ -73,41 +170,62 @@ impl Store for MaildirStore {
         }
         // Listing happens under the lock; if it fails, `lock` is dropped on the way out, which
         // releases it before the client sees the -ERR (RFC 1939 §4).
-        let (messages, files) = scan(&dir, &self.sizes)
+        let listing = self
+            .list(&dir)
             .map_err(|e| OpenError::Permanent(format!("cannot read the maildrop: {e}")))?;
         Ok(Box::new(MaildirMaildrop {
             dir,
-            messages,
-            files,
+            listing,
+            listings: Arc::clone(&self.listings),
             _lock: lock,
         }))
     }
 }
 // ANCHOR_END: open_maildrop
 
-/// Where one message's file was at login: `dir/sub/name`.
+impl MaildirStore {
+    /// The maildrop's listing: the one kept from an earlier login if the folders are unchanged,
+    /// else a new scan (kept for next time if the folders have settled).
+    fn list(&self, dir: &Path) -> io::Result<Arc<Listing>> {
+        let times = folder_times(dir)?;
+        if let Some((times, _)) = &times
+            && let Some(listing) = self.listings.get(dir, times)
+        {
+            return Ok(listing);
+        }
+        let (messages, files) = scan(dir, &self.sizes)?;
+        let listing = Arc::new(Listing { messages, files });
+        if let Some((times, true)) = times {
+            self.listings.keep(dir, times, &listing);
+        }
+        Ok(listing)
+    }
+}
+
+/// Where one message's file was when it was listed: `dir/sub/name`.
 struct FileRef {
     /// `"new"` or `"cur"`.
     sub: &'static str,
     /// The file name; a mail reader may rename the file (flags) or move it to `cur/` later.
     name: String,
-    /// The file's length at login, to notice a file that another program changed.
-    stored_len: u64,
+    /// The file as it was when its size was counted, to notice a file changed since.
+    stamp: Option<FileStamp>,
 }
 
 struct MaildirMaildrop {
     dir: PathBuf,
-    /// What POP3 sees, in message-number order.
-    messages: Vec<MessageInfo>,
-    /// `files[i]` is the file behind `messages[i]`.
-    files: Vec<FileRef>,
+    /// What POP3 sees, and the files behind it; possibly shared with earlier sessions.
+    listing: Arc<Listing>,
+    /// To drop the kept listing when a file turns out to have changed in place.
+    listings: Arc<Listings>,
     /// Held for the life of the session; closing it releases the lock.
     _lock: File,
 }
 
 impl MaildirMaildrop {
     fn file(&self, index: usize) -> Result<&FileRef, String> {
-        self.files
+        self.listing
+            .files
             .get(index)
             .ok_or_else(|| format!("message index {index} is outside the maildrop"))
     }
@@ -131,7 +249,7 @@ impl MaildirMaildrop {
 // ANCHOR: maildir_maildrop
 impl Maildrop for MaildirMaildrop {
     fn messages(&self) -> &[MessageInfo] {
-        &self.messages
+        &self.listing.messages
     }
 
     fn open(&self, index: usize) -> Result<Box<dyn BufRead + Send>, String> {
@@ -147,18 +265,26 @@ impl Maildrop for MaildirMaildrop {
             opened => opened,
         }
         .map_err(|e| format!("it cannot be opened: {e}"))?;
-        let len = file
+        let meta = file
             .metadata()
-            .map_err(|e| format!("it cannot be read: {e}"))?
-            .len();
-        if len != file_ref.stored_len {
-            // Sending it anyway would send another number of octets than LIST promised.
-            return Err(format!(
-                "another program changed it since login ({} octets then, {len} now)",
-                file_ref.stored_len
-            ));
+            .map_err(|e| format!("it cannot be read: {e}"))?;
+        let buffer = (meta.len() as usize).clamp(4096, 256 * 1024);
+        let mut body = BufReader::with_capacity(buffer, file);
+        if stamp(&meta).is_none() || stamp(&meta) != file_ref.stamp {
+            // Renamed (a mail reader set a flag), or changed. Count it again: sending octets
+            // that LIST did not promise would put the client out of step (RFC 1939 §5).
+            let promised = self.listing.messages[index].size;
+            let now = message_size(&mut body).map_err(|e| format!("it cannot be read: {e}"))?;
+            if now != promised {
+                self.listings.forget(&self.dir);
+                return Err(format!(
+                    "another program changed it ({promised} octets when listed, {now} now)"
+                ));
+            }
+            body.seek(SeekFrom::Start(0))
+                .map_err(|e| format!("it cannot be read: {e}"))?;
         }
-        Ok(Box::new(BufReader::with_capacity(256 * 1024, file)))
+        Ok(Box::new(body))
     }
 
     fn remove(&mut self, index: usize) -> Result<(), String> {
@@ -190,7 +316,6 @@ struct Found {
     delivered: u64,
     sub: &'static str,
     name: String,
-    len: u64,
     stamp: Option<FileStamp>,
     /// Known from the cache, or counted; `None` until then, and for a file that vanished.
     size: Option<u64>,
@@ -257,7 +382,7 @@ fn scan(dir: &Path, sizes: &SizeCache) -> io::Result<(Vec<MessageInfo>, Vec<File
         .map(|f| FileRef {
             sub: f.sub,
             name: f.name,
-            stored_len: f.len,
+            stamp: f.stamp,
         })
         .collect();
     Ok((messages, files))
@@ -299,7 +424,6 @@ fn look_at(entry: DirEntry, sub: &'static str) -> io::Result<Option<Found>> {
         delivered,
         sub,
         name,
-        len: meta.len(),
         stamp: stamp(&meta),
         size: None,
         counted: false,

@@ -641,7 +641,10 @@ fn r01_message_removed_or_changed_by_another_program_gets_sys_temp() {
     assert_err(&c.cmd("RETR 3"), "[SYS/TEMP] message 3 cannot be sent");
     assert_err(&c.cmd("TOP 3 0"), "[SYS/TEMP]");
     fs::write(dir.join("new/1764000005.demo5.popstate"), b"short now\n").expect("write");
-    assert_err(&c.cmd("RETR 5"), "changed it since login");
+    assert_err(
+        &c.cmd("RETR 5"),
+        "another program changed it (683 octets when listed, 11 now)",
+    );
     assert_eq!(c.cmd("RETR 6"), "+OK 236 octets", "the others are fine");
     c.multiline();
     assert_eq!(c.cmd("NOOP"), "+OK");
@@ -676,30 +679,70 @@ fn session_limit_refuses_with_sys_temp_and_frees_slots() {
     }
 }
 
+/// Rewrites a message file in place: same length, same modification time, other line ends.
+fn rewrite_in_place(path: &std::path::Path, content: &[u8]) {
+    let mtime = fs::metadata(path).expect("meta").modified().expect("mtime");
+    fs::write(path, content).expect("rewrite");
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open")
+        .set_modified(mtime)
+        .expect("set mtime");
+}
+
 #[test]
-fn b19_a_rewritten_message_is_counted_again_even_with_the_same_length_and_mtime() {
+fn b19_a_message_rewritten_in_place_is_counted_again_at_the_next_login() {
     let server = server_with_users("gus:pw\n", test_config());
     let path = server.deliver("gus", "cur", "1700000000.m1.test:2,S", b"abc\n");
     let mut c = server.login("gus", "pw");
     assert_eq!(c.cmd("LIST 1"), "+OK 1 5");
     c.cmd("QUIT");
     assert!(c.is_closed());
-    // Same length, same modification time, different line ends: only ctime tells.
-    let mtime = fs::metadata(&path)
-        .expect("meta")
-        .modified()
-        .expect("mtime");
-    fs::write(&path, b"a\nb\n").expect("rewrite");
-    fs::File::options()
-        .write(true)
-        .open(&path)
-        .expect("open")
-        .set_modified(mtime)
-        .expect("set mtime");
+    // The folders changed just now, so that listing was not kept: only the file's ctime tells
+    // the size cache that the content is new.
+    rewrite_in_place(&path, b"a\nb\n");
     let mut c = server.login("gus", "pw");
     assert_eq!(c.cmd("LIST 1"), "+OK 1 6");
     assert_eq!(c.cmd("RETR 1"), "+OK 6 octets");
     assert_eq!(c.multiline(), b"a\r\nb\r\n");
+}
+
+#[test]
+fn b19_b20_a_kept_listing_never_makes_retr_send_what_list_did_not_promise() {
+    let server = server_with_users("hal:pw\n", test_config());
+    let path = server.deliver("hal", "cur", "1700000000.m1.test:2,S", b"abc\n");
+    server.deliver("hal", "new", "1700000001.m2.test", b"x\n");
+    // Let the folders settle (maildir.rs, SETTLED) so that the next listing is kept.
+    thread::sleep(Duration::from_millis(2500));
+    let mut c = server.login("hal", "pw");
+    assert_eq!(c.lines("LIST"), ["1 5", "2 3"]);
+    c.cmd("QUIT");
+    assert!(c.is_closed());
+    rewrite_in_place(&path, b"a\nb\n");
+    // The folders did not change, so the kept listing is used and LIST shows the old size; RETR
+    // notices the file is not what was counted and refuses rather than send 6 octets.
+    let mut c = server.login("hal", "pw");
+    assert_eq!(c.cmd("LIST 1"), "+OK 1 5");
+    assert_err(
+        &c.cmd("RETR 1"),
+        "[SYS/TEMP] message 1 cannot be sent: another program changed it (5 octets when listed, 6 now)",
+    );
+    assert_eq!(c.cmd("RETR 2"), "+OK 3 octets", "the others are served");
+    c.multiline();
+    c.cmd("QUIT");
+    assert!(c.is_closed());
+    // That refusal dropped the kept listing: the next login counts again.
+    let mut c = server.login("hal", "pw");
+    assert_eq!(c.cmd("LIST 1"), "+OK 1 6");
+    assert_eq!(c.cmd("RETR 1"), "+OK 6 octets");
+    assert_eq!(c.multiline(), b"a\r\nb\r\n");
+    c.cmd("QUIT");
+    assert!(c.is_closed());
+    // A delivery changes the folder, so a kept listing is never reused past it.
+    server.deliver("hal", "new", "1700000002.m3.test", b"y\n");
+    let mut c = server.login("hal", "pw");
+    assert_eq!(c.cmd("STAT"), "+OK 3 12");
 }
 
 #[test]
