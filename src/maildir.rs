@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, DirEntry, File, TryLockError};
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -268,23 +268,26 @@ impl Maildrop for MaildirMaildrop {
         let meta = file
             .metadata()
             .map_err(|e| format!("it cannot be read: {e}"))?;
-        let buffer = (meta.len() as usize).clamp(4096, 256 * 1024);
-        let mut body = BufReader::with_capacity(buffer, file);
+        let len = meta.len();
+        let buffer = (len as usize).clamp(4096, 256 * 1024);
         if stamp(&meta).is_none() || stamp(&meta) != file_ref.stamp {
             // Renamed (a mail reader set a flag), or changed. Count it again: sending octets
             // that LIST did not promise would put the client out of step (RFC 1939 §5).
             let promised = self.listing.messages[index].size;
-            let now = message_size(&mut body).map_err(|e| format!("it cannot be read: {e}"))?;
+            let now = message_size(&mut BufReader::with_capacity(buffer, (&file).take(len)))
+                .map_err(|e| format!("it cannot be read: {e}"))?;
             if now != promised {
                 self.listings.forget(&self.dir);
                 return Err(format!(
                     "another program changed it ({promised} octets when listed, {now} now)"
                 ));
             }
-            body.seek(SeekFrom::Start(0))
+            (&file)
+                .seek(SeekFrom::Start(0))
                 .map_err(|e| format!("it cannot be read: {e}"))?;
         }
-        Ok(Box::new(body))
+        // Reading stops at the length just checked, without one more read to find the end.
+        Ok(Box::new(BufReader::with_capacity(buffer, file.take(len))))
     }
 
     fn remove(&mut self, index: usize) -> Result<(), String> {

@@ -136,6 +136,11 @@ impl Server {
 // ANCHOR: serve_client
 /// The body of a session thread.
 fn serve_client(stream: TcpStream, slot: Slot, id: u64) {
+    // Locals are dropped in reverse order, on return and on a panic alike: the slot goes back
+    // before the socket closes, so a client that reconnects the moment it sees the close finds
+    // its place free.
+    let stream = stream;
+    let slot = slot;
     let shared = &slot.shared;
     let peer = stream
         .peer_addr()

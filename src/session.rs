@@ -192,7 +192,7 @@ struct Connection<R: Read, W: Write> {
 /// through them: a message is converted in its own buffer (protocol.rs, `fn write_message`)
 /// that exists only while it is sent, and goes to the socket directly in 64 KiB writes.
 const INPUT_BUFFER: usize = 1024;
-const OUTPUT_BUFFER: usize = 8 * 1024;
+const OUTPUT_BUFFER: usize = 4 * 1024;
 
 impl<R: Read, W: Write> Connection<R, W> {
     fn new(input: R, output: W, id: u64, classroom: bool) -> Self {
