@@ -10,7 +10,7 @@
 //! loop for TRANSACTION, then UPDATE. A state never comes back, so there is no state variable to
 //! get wrong. Handlers in the state files decide what to answer; only this file reads and writes.
 
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 
 use log::{debug, trace};
 
@@ -181,30 +181,30 @@ fn states<R: Read, W: Write>(
 /// The connection: buffered input and output, and the wire log.
 struct Connection<R: Read, W: Write> {
     input: BufReader<R>,
-    output: BufWriter<Counted<W>>,
+    output: Output<W>,
     id: u64,
     /// The classroom view, when the server runs with `--trace`.
     view: Option<Classroom>,
 }
 
-/// Buffer sizes. Every session keeps these for its whole life, so they are small: a command
-/// line is at most 255 octets, and most replies are one short line. Large replies do not pass
-/// through them: a message is converted in its own buffer (protocol.rs, `fn write_message`)
-/// that exists only while it is sent, and goes to the socket directly in 64 KiB writes.
-const INPUT_BUFFER: usize = 1024;
-const OUTPUT_BUFFER: usize = 4 * 1024;
+/// Buffer sizes. Every session keeps its buffers for its whole life, so they are small: a
+/// command line is at most 255 octets, and most replies are one short line. Large replies do
+/// not pass through them: a message is converted in its own buffer (protocol.rs,
+/// `fn write_reply`) that exists only while it is sent, and goes to the socket directly.
+const INPUT_BUFFER: usize = 512;
+/// Replies collect until this much is waiting; the buffer only grows as far as the replies
+/// need (an idle session that answered short lines holds a few hundred octets, not this).
+const OUTPUT_LIMIT: usize = 4 * 1024;
 
 impl<R: Read, W: Write> Connection<R, W> {
     fn new(input: R, output: W, id: u64, classroom: bool) -> Self {
         Connection {
             input: BufReader::with_capacity(INPUT_BUFFER, input),
-            output: BufWriter::with_capacity(
-                OUTPUT_BUFFER,
-                Counted {
-                    inner: output,
-                    sent: 0,
-                },
-            ),
+            output: Output {
+                inner: output,
+                waiting: Vec::new(),
+                sent: 0,
+            },
             id,
             view: classroom.then(|| Classroom::new(id)),
         }
@@ -259,7 +259,7 @@ impl<R: Read, W: Write> Connection<R, W> {
     // ANCHOR_END: send
 
     fn sent(&self) -> u64 {
-        self.output.get_ref().sent
+        self.output.sent
     }
 }
 
@@ -275,20 +275,43 @@ fn masked(line: &[u8]) -> String {
     }
 }
 
-/// A writer that counts the octets that reach the connection.
-struct Counted<W> {
+/// The reply side of the connection: a buffer that starts empty and grows only as far as the
+/// replies need (up to [`OUTPUT_LIMIT`]), and a count of the octets that reached the client.
+/// (`std::io::BufWriter` would reserve its whole capacity for every session up front.)
+struct Output<W> {
     inner: W,
+    waiting: Vec<u8>,
     sent: u64,
 }
 
-impl<W: Write> Write for Counted<W> {
+impl<W: Write> Output<W> {
+    fn send_waiting(&mut self) -> io::Result<()> {
+        if !self.waiting.is_empty() {
+            self.inner.write_all(&self.waiting)?;
+            self.sent += self.waiting.len() as u64;
+            self.waiting.clear();
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for Output<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.sent += n as u64;
-        Ok(n)
+        if self.waiting.len() + buf.len() > OUTPUT_LIMIT {
+            self.send_waiting()?;
+        }
+        if buf.len() >= OUTPUT_LIMIT {
+            // A large piece (a message being sent) goes straight through.
+            self.inner.write_all(buf)?;
+            self.sent += buf.len() as u64;
+        } else {
+            self.waiting.extend_from_slice(buf);
+        }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.send_waiting()?;
         self.inner.flush()
     }
 }
