@@ -18,7 +18,6 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -323,23 +322,8 @@ fn start_binary(root: &Path, users: &Path) -> (std::process::Child, SocketAddr) 
         .stderr(Stdio::null())
         .spawn()
         .expect("start popstate");
-    let out = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let banner = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("popstate printed where it listens");
-    let addr = banner
-        .split("listening on ")
-        .nth(1)
-        .expect("listening on ADDR")
-        .trim()
-        .parse()
-        .expect("address");
+    let stdout = common::lines_of(child.stdout.take().expect("stdout"));
+    let addr = common::listening_address(&stdout);
     (child, addr)
 }
 

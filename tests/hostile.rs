@@ -1011,30 +1011,9 @@ impl Binary {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start popstate");
-        let (tx, stderr) = mpsc::channel();
-        let err = child.stderr.take().expect("stderr");
-        thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let (tx, banner) = mpsc::channel();
-        let out = child.stdout.take().expect("stdout");
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = banner
-            .recv_timeout(Duration::from_secs(20))
-            .expect("popstate printed where it listens");
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .expect("listening on ADDR")
-            .trim()
-            .parse()
-            .expect("address");
+        let stderr = common::lines_of(child.stderr.take().expect("stderr"));
+        let stdout = common::lines_of(child.stdout.take().expect("stdout"));
+        let addr = common::listening_address(&stdout);
         Binary {
             child,
             addr,

@@ -251,3 +251,31 @@ pub fn assert_err(reply: &str, text: &str) {
     assert!(reply.starts_with("-ERR "), "expected -ERR, got {reply:?}");
     assert!(reply.contains(text), "expected {text:?} in {reply:?}");
 }
+
+/// Sends every line `from` produces to a channel, from a thread of its own, so that a child
+/// process never blocks on a full pipe and a test can wait for a line with a timeout.
+pub fn lines_of(from: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for the built binary's "popstate ... listening on ADDR" line and returns ADDR.
+pub fn listening_address(stdout: &std::sync::mpsc::Receiver<String>) -> SocketAddr {
+    let banner = stdout
+        .recv_timeout(Duration::from_secs(20))
+        .expect("popstate printed where it listens");
+    banner
+        .split("listening on ")
+        .nth(1)
+        .expect("listening on ADDR")
+        .trim()
+        .parse()
+        .expect("socket address")
+}
