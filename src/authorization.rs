@@ -10,7 +10,7 @@
 use std::thread;
 use std::time::Duration;
 
-use crate::capa::capa;
+use crate::capa::{capa, not_offered};
 use crate::command::Command;
 use crate::maildrop::{Maildrop, OpenError, Store};
 use crate::protocol::{self, Reply};
@@ -171,7 +171,7 @@ impl<'a> Authorization<'a> {
 /// QUIT
 ///   +OK  (the connection closes; nothing in any maildrop changes)
 /// ```
-/// RFC 1939 §4: QUIT before login does not enter UPDATE.
+/// RFC 1939 §4, §6: QUIT before login does not enter UPDATE.
 fn quit(cmd: &Command) -> Outcome {
     match cmd.expect_args(0, 0, "QUIT") {
         Ok(()) => Outcome::Quit(Reply::Ok("popstate signing off (not logged in)".into())),
@@ -183,7 +183,9 @@ fn quit(cmd: &Command) -> Outcome {
 /// The reply to a keyword that AUTHORIZATION does not accept: say where it belongs (RFC 1939 §3
 /// requires only `-ERR`; the text is for the person at the keyboard).
 fn not_here(keyword: &str) -> Reply {
-    if TRANSACTION_COMMANDS.contains(&keyword) {
+    if let Some(why) = not_offered(keyword) {
+        Reply::Err(why)
+    } else if TRANSACTION_COMMANDS.contains(&keyword) {
         Reply::Err(format!(
             "{keyword} is a TRANSACTION command; log in first with USER and PASS"
         ))

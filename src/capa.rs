@@ -34,11 +34,28 @@ pub const CAPABILITIES: &[&str] = &[
 ];
 // ANCHOR_END: capabilities
 
+/// Commands other POP3 servers offer that popstate does not (docs/design.md says why). They get
+/// their own `-ERR`, in both states, so nobody thinks they were mistyped.
+pub fn not_offered(keyword: &str) -> Option<String> {
+    let (what, rfc) = match keyword {
+        "APOP" => ("APOP", "RFC 1939 section 7"),
+        "AUTH" => ("SASL AUTH", "RFC 5034"),
+        "STLS" => ("STLS (TLS)", "RFC 2595"),
+        "UTF8" | "LANG" => ("UTF8 and LANG", "RFC 6856"),
+        _ => return None,
+    };
+    Some(format!(
+        "{what} ({rfc}) is not offered by popstate: log in with USER and PASS (CAPA lists what is)"
+    ))
+}
+
 // ANCHOR: capa
 /// ```text
 /// CAPA
 ///   +OK capability list follows, then one capability per line, then "."
+///   -ERR  CAPA takes no arguments
 /// ```
+/// RFC 2449 §5.
 pub fn capa(cmd: &Command) -> Reply {
     if !cmd.args.is_empty() {
         return Reply::Err("CAPA takes no arguments: send just CAPA".into());

@@ -10,7 +10,7 @@
 //! | [`session`]       | the session loop: the states one after another    | 1939 §3        |
 //! | [`protocol`]      | the wire: command lines, replies, byte-stuffing   | 1939 §3, 2449 §4 |
 //! | [`command`]       | a line into a keyword and arguments               | 1939 §3        |
-//! | [`authorization`] | the AUTHORIZATION state: USER, PASS, QUIT         | 1939 §4, §7    |
+//! | [`authorization`] | the AUTHORIZATION state: USER, PASS, QUIT, CAPA   | 1939 §4, §7, §13; 3206 |
 //! | [`transaction`]   | the TRANSACTION state: STAT, LIST, RETR, DELE ... | 1939 §5, §7    |
 //! | [`update`]        | the UPDATE state: removing what was marked        | 1939 §6        |
 //! | [`capa`]          | CAPA, in both states                              | 2449 §5, §6    |

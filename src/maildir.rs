@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use log::warn;
+
 use crate::maildrop::{Maildrop, MessageInfo, OpenError, Store};
 use crate::protocol::message_size;
 
@@ -149,7 +151,9 @@ impl Store for MaildirStore {
             let path = dir.join(sub);
             if !path.is_dir() {
                 fs::create_dir_all(&path).map_err(|e| {
-                    OpenError::Permanent(format!("cannot create {}: {e}", path.display()))
+                    // The path is for the operator's log; the client learns only what failed.
+                    warn!("cannot create {}: {e}", path.display());
+                    OpenError::Permanent(format!("cannot create the maildrop's folders: {e}"))
                 })?;
             }
         }
@@ -170,9 +174,19 @@ impl Store for MaildirStore {
         }
         // Listing happens under the lock; if it fails, `lock` is dropped on the way out, which
         // releases it before the client sees the -ERR (RFC 1939 §4).
-        let listing = self
-            .list(&dir)
-            .map_err(|e| OpenError::Permanent(format!("cannot read the maildrop: {e}")))?;
+        let listing = self.list(&dir).map_err(|e| {
+            warn!("cannot list {}: {e}", dir.display());
+            let why = format!("cannot read the maildrop: {e}");
+            // RFC 3206 §4: SYS/PERM tells the client not to retry, so it is only for what an
+            // administrator must fix; running out of files or an I/O hiccup may pass.
+            match e.kind() {
+                io::ErrorKind::NotFound
+                | io::ErrorKind::PermissionDenied
+                | io::ErrorKind::NotADirectory
+                | io::ErrorKind::InvalidData => OpenError::Permanent(why),
+                _ => OpenError::Temporary(why),
+            }
+        })?;
         Ok(Box::new(MaildirMaildrop {
             dir,
             listing,
@@ -231,16 +245,23 @@ impl MaildirMaildrop {
     }
 
     /// Where a file went that is no longer where it was at login: a mail reader may have moved
-    /// it to `cur/` or changed its flags, which keeps the unique name before `:`.
+    /// it to `cur/` or changed its flags. A rename keeps the unique name before `:` and the
+    /// inode; both must match, so another file that happens to share the name is never taken
+    /// for it (UPDATE must remove exactly the marked messages).
     fn find_moved(&self, file: &FileRef) -> Option<PathBuf> {
         let unique = unique_name(&file.name);
+        let (dev, ino, ..) = file.stamp?;
         ["cur", "new"].iter().find_map(|sub| {
             fs::read_dir(self.dir.join(sub))
                 .ok()?
                 .flatten()
                 .find_map(|e| {
                     let name = e.file_name();
-                    (unique_name(name.to_str()?) == unique).then(|| e.path())
+                    if unique_name(name.to_str()?) != unique {
+                        return None;
+                    }
+                    let (now_dev, now_ino, ..) = stamp(&e.metadata().ok()?)?;
+                    (now_dev == dev && now_ino == ino).then(|| e.path())
                 })
         })
     }
@@ -254,7 +275,7 @@ impl Maildrop for MaildirMaildrop {
 
     fn open(&self, index: usize) -> Result<Box<dyn BufRead + Send>, String> {
         let file_ref = self.file(index)?;
-        // Open first and ask questions later: the common case costs one system call.
+        // Open first and ask questions later: the common case costs one path lookup.
         let file = match File::open(self.dir.join(file_ref.sub).join(&file_ref.name)) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let moved = self
@@ -269,7 +290,9 @@ impl Maildrop for MaildirMaildrop {
             .metadata()
             .map_err(|e| format!("it cannot be read: {e}"))?;
         let len = meta.len();
-        let buffer = (len as usize).clamp(4096, 256 * 1024);
+        let buffer = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .clamp(4096, 256 * 1024);
         if stamp(&meta).is_none() || stamp(&meta) != file_ref.stamp {
             // Renamed (a mail reader set a flag), or changed. Count it again: sending octets
             // that LIST did not promise would put the client out of step (RFC 1939 §5).
@@ -286,7 +309,7 @@ impl Maildrop for MaildirMaildrop {
                 .seek(SeekFrom::Start(0))
                 .map_err(|e| format!("it cannot be read: {e}"))?;
         }
-        // Reading stops at the length just checked, without one more read to find the end.
+        // Reading stops at the length `fstat` gave, without one more read to find the end.
         Ok(Box::new(BufReader::with_capacity(buffer, file.take(len))))
     }
 
@@ -296,7 +319,8 @@ impl Maildrop for MaildirMaildrop {
         let path = match fs::remove_file(&path) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(format!("cannot remove {}: {e}", path.display()));
+                warn!("cannot remove {}: {e}", path.display());
+                return Err(e.to_string());
             }
             // Moved since login, or already gone (another program removed it: what was asked).
             Err(_) => match self.find_moved(file_ref) {
@@ -306,7 +330,8 @@ impl Maildrop for MaildirMaildrop {
         };
         match fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                Err(format!("cannot remove {}: {e}", path.display()))
+                warn!("cannot remove {}: {e}", path.display());
+                Err(e.to_string())
             }
             _ => Ok(()),
         }

@@ -53,6 +53,9 @@ struct Args {
     trace: bool,
 }
 
+/// Longer timeouts are surely a typo, and a huge one would overflow the clock's arithmetic.
+const MAX_TIMEOUT_SECS: u64 = 24 * 60 * 60;
+
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(args) => args,
@@ -91,7 +94,12 @@ fn run(args: Args) -> Result<(), String> {
     if args.idle_timeout == 0 {
         return Err("--idle-timeout must be at least 1 second".into());
     }
-    if args.idle_timeout < 600 {
+    if args.idle_timeout > MAX_TIMEOUT_SECS || args.write_timeout > MAX_TIMEOUT_SECS {
+        return Err(format!(
+            "--idle-timeout and --write-timeout may be at most {MAX_TIMEOUT_SECS} seconds (a day)"
+        ));
+    }
+    if args.idle_timeout < limits::IDLE_TIMEOUT.as_secs() {
         warn!(
             "--idle-timeout {} is below RFC 1939's 10-minute minimum",
             args.idle_timeout
@@ -99,7 +107,7 @@ fn run(args: Args) -> Result<(), String> {
     }
     for (flag, value) in [
         ("--write-timeout", args.write_timeout),
-        ("--max-sessions", args.max_sessions.unwrap_or(1) as u64),
+        ("--max-sessions", args.max_sessions.map_or(1, |n| n as u64)),
         ("--max-sessions-per-ip", args.max_sessions_per_ip as u64),
         ("--max-auth-failures", u64::from(args.max_auth_failures)),
     ] {
@@ -186,7 +194,9 @@ fn session_limit(asked: Option<usize>) -> Result<usize, String> {
     if wanted <= fits {
         return Ok(wanted);
     }
-    let needed = wanted as u64 * PER_SESSION + RESERVE;
+    let needed = (wanted as u64)
+        .saturating_mul(PER_SESSION)
+        .saturating_add(RESERVE);
     let advice = format!("raise the open-file limit (ulimit -n {needed}) or lower --max-sessions");
     if asked.is_some() {
         return Err(format!(

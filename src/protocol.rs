@@ -115,12 +115,23 @@ pub fn messages(n: usize) -> String {
     }
 }
 
+/// The first line of a reply, cut to fit RFC 1939 §3's 512 octets with its CRLF whatever the text
+/// (replies are ASCII, so any cut falls between characters).
 fn status(indicator: &str, text: &str) -> String {
-    if text.is_empty() {
+    let mut line = if text.is_empty() {
         indicator.to_string()
     } else {
         format!("{indicator} {text}")
+    };
+    if line.len() > 510 {
+        let mut cut = 507;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+        line.push_str("...");
     }
+    line
 }
 
 // ANCHOR: write_reply
@@ -131,7 +142,8 @@ pub fn write_reply<W: Write>(out: &mut W, reply: Reply) -> io::Result<u64> {
     if let Reply::Message { mut body, top, .. } = reply {
         // The status line, the message and the terminator collect in one buffer, so that a
         // small message leaves in one write (one packet, one wake-up of the client), not three.
-        let mut staged = Vec::with_capacity(STAGE);
+        // It grows with the message, up to about STAGE: a short message costs a short buffer.
+        let mut staged = Vec::with_capacity(4096);
         staged.extend_from_slice(first.as_bytes());
         staged.extend_from_slice(b"\r\n");
         let octets = convert(&mut body, out, &mut staged, top)?;
@@ -172,14 +184,15 @@ pub fn write_reply<W: Write>(out: &mut W, reply: Reply) -> io::Result<u64> {
 ///
 /// Lines are never held whole: the input is scanned a buffer at a time, so a message with one
 /// 50 MB line costs no more memory than one with short lines. All the whole lines of one input
-/// buffer are converted in one tight loop into a staging buffer, which goes to `out` in 64 KiB
-/// writes: per line, the work is one LF search and two copies.
+/// buffer are converted in one tight loop into a staging buffer, which goes to `out` in writes of
+/// about [`STAGE`] octets: per line, the work is finding its LF (eight octets at a time) and one
+/// copy.
 pub fn write_message<R: BufRead, W: Write>(
     input: &mut R,
     out: &mut W,
     top: Option<u64>,
 ) -> io::Result<u64> {
-    let mut staged = Vec::with_capacity(STAGE);
+    let mut staged = Vec::with_capacity(4096);
     let octets = convert(input, out, &mut staged, top)?;
     out.write_all(&staged)?;
     Ok(octets)

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! greeting ──> AUTHORIZATION ──PASS ok──> TRANSACTION ──QUIT──> UPDATE ──> close
-//!                   │ QUIT, drop, timeout       │ drop, timeout (nothing removed)
+//!                   │ QUIT, 3 wrong passwords,  │ drop, timeout (nothing removed)
+//!                   │ drop, timeout             │
 //!                   └──────────> close <────────┘
 //! ```
 //!
@@ -100,9 +101,10 @@ pub fn run<R: Read, W: Write>(input: R, output: W, ctx: &Context, id: u64) -> Su
         }
         Err(e) => End::Failed(e),
     };
-    // The last reply may still sit in the buffer (say, the client sent more after QUIT).
-    if let Err(e) = conn.output.flush()
-        && !matches!(summary.end, End::Failed(_) | End::TimedOut)
+    // The last reply may still sit in the buffer (say, the client sent more after QUIT). After a
+    // timeout or a failed write there is no point: the flush would only wait again.
+    if !matches!(summary.end, End::Failed(_) | End::TimedOut)
+        && let Err(e) = conn.output.flush()
     {
         summary.end = End::Failed(e);
     }

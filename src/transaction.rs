@@ -8,13 +8,13 @@
 //! The state ends with QUIT, which moves on to UPDATE, or with a dropped connection or the idle
 //! timer, which end the session without UPDATE: every mark is forgotten.
 
-use crate::capa::capa;
+use crate::capa::{capa, not_offered};
 use crate::command::{Command, parse_number};
 use crate::maildrop::Maildrop;
 use crate::protocol::{self, Reply};
 
 /// Commands that belong to AUTHORIZATION, to tell a client that sends one here where it is.
-const AUTHORIZATION_COMMANDS: &[&str] = &["USER", "PASS", "APOP"];
+const AUTHORIZATION_COMMANDS: &[&str] = &["USER", "PASS"];
 
 /// What one TRANSACTION command leads to.
 pub enum Outcome {
@@ -62,7 +62,7 @@ impl Transaction {
             "TOP" => self.top(cmd),
             "UIDL" => self.uidl(cmd),
             "CAPA" => Ok(capa(cmd)),
-            "QUIT" => match cmd.expect_args(0, 0, "QUIT") {
+            "QUIT" => match quit(cmd) {
                 Ok(()) => return Outcome::Quit,
                 Err(e) => Err(e),
             },
@@ -96,6 +96,7 @@ impl Transaction {
     /// ```text
     /// LIST          +OK n messages (m octets), then one "msg size" per line, then "."
     /// LIST msg      +OK msg size
+    ///               -ERR  no such message, or marked as deleted
     /// ```
     /// RFC 1939 §5: each line is a *scan listing*; messages marked as deleted are left out.
     fn list(&self, cmd: &Command) -> Result<Reply, String> {
@@ -142,6 +143,8 @@ impl Transaction {
     /// ```text
     /// TOP msg n
     ///   +OK, then the header, the blank line and the first n lines of the body, then "."
+    ///   -ERR  no such message, or marked as deleted
+    ///   -ERR [SYS/TEMP]  the message changed or vanished on disk since it was listed
     /// ```
     /// RFC 1939 §7. `TOP msg 0` is the header alone; an `n` past the end gives the whole message.
     fn top(&self, cmd: &Command) -> Result<Reply, String> {
@@ -200,6 +203,7 @@ impl Transaction {
     /// ```text
     /// UIDL          +OK, then one "msg unique-id" per line, then "."
     /// UIDL msg      +OK msg unique-id
+    ///               -ERR  no such message, or marked as deleted
     /// ```
     /// RFC 1939 §7: a *unique-id listing*; the id stays the same in every session.
     fn uidl(&self, cmd: &Command) -> Result<Reply, String> {
@@ -265,7 +269,9 @@ impl Transaction {
 
     /// The reply to a keyword that TRANSACTION does not accept.
     fn not_here(&self, keyword: &str) -> String {
-        if AUTHORIZATION_COMMANDS.contains(&keyword) {
+        if let Some(why) = not_offered(keyword) {
+            why
+        } else if AUTHORIZATION_COMMANDS.contains(&keyword) {
             format!(
                 "{keyword} is an AUTHORIZATION command; you are logged in as {} already (QUIT and connect again to change user)",
                 self.user
@@ -276,6 +282,17 @@ impl Transaction {
             )
         }
     }
+}
+
+/// ```text
+/// QUIT
+///   +OK popstate signing off: removed n messages, m left     (from UPDATE)
+///   -ERR [SYS/TEMP] removed k of n marked messages; ...      (from UPDATE)
+/// ```
+/// RFC 1939 §6: QUIT here ends TRANSACTION and enters UPDATE (update.rs), which removes the
+/// marked messages and gives the reply.
+fn quit(cmd: &Command) -> Result<(), String> {
+    cmd.expect_args(0, 0, "QUIT")
 }
 
 /// ```text

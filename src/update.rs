@@ -19,7 +19,7 @@ pub struct Removed {
 ///
 /// ```text
 /// +OK popstate signing off: removed 2 messages, 3 left
-/// -ERR [SYS/TEMP] removed 1 of 2 messages; message 4 could not be removed: ...
+/// -ERR [SYS/TEMP] removed 1 of 2 marked messages; message 4 could not be removed: ...
 /// ```
 pub fn update(mut maildrop: Box<dyn Maildrop>, deleted: &[bool]) -> Removed {
     let marked: Vec<usize> = (0..deleted.len()).filter(|&i| deleted[i]).collect();

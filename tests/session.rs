@@ -86,11 +86,14 @@ fn b09_wrong_state_commands_say_where_they_belong() {
         );
     }
     c.login("alice", "wonderland");
-    for cmd in ["USER alice", "PASS wonderland", "APOP alice 0123"] {
+    for cmd in ["USER alice", "PASS wonderland"] {
         assert_err(
             &c.cmd(cmd),
             "is an AUTHORIZATION command; you are logged in as alice",
         );
+    }
+    for cmd in ["APOP alice 0123", "AUTH PLAIN", "STLS"] {
+        assert_err(&c.cmd(cmd), "is not offered by popstate");
     }
     assert_eq!(c.cmd("STAT"), "+OK 6 29816", "still in TRANSACTION");
 }
@@ -863,4 +866,24 @@ fn b04_b05_x07_r02_every_status_line_is_ok_or_err_short_and_codes_are_known() {
         "X13: {}",
         replies[4]
     );
+}
+
+#[test]
+fn b09_commands_popstate_does_not_offer_say_so_before_login_too() {
+    let server = demo_server();
+    let mut c = server.connect();
+    assert_err(
+        &c.cmd("APOP alice c4c9334bac560ecc979e58001b3e22fb"),
+        "APOP (RFC 1939 section 7) is not offered by popstate: log in with USER and PASS",
+    );
+    assert_err(&c.cmd("AUTH"), "SASL AUTH (RFC 5034) is not offered");
+    assert_err(&c.cmd("STLS"), "STLS (TLS) (RFC 2595) is not offered");
+    c.login("alice", "wonderland");
+}
+
+#[test]
+fn b05_a_reply_line_is_cut_to_512_octets_whatever_its_text() {
+    let reply = popstate::protocol::Reply::Err("x".repeat(2000)).status_line();
+    assert_eq!(reply.len(), 510, "510 octets, then CRLF");
+    assert!(reply.starts_with("-ERR xxx") && reply.ends_with("..."));
 }
