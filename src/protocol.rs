@@ -142,8 +142,10 @@ pub fn write_reply<W: Write>(out: &mut W, reply: Reply) -> io::Result<u64> {
     if let Reply::Message { mut body, top, .. } = reply {
         // The status line, the message and the terminator collect in one buffer, so that a
         // small message leaves in one write (one packet, one wake-up of the client), not three.
-        // It grows with the message, up to about STAGE: a short message costs a short buffer.
-        let mut staged = Vec::with_capacity(4096);
+        // Sized by the first piece of the message (a short message is all in it), with room for
+        // the CRs that LF-only lines gain: a short message costs a short buffer.
+        let piece = body.fill_buf()?.len().min(STAGE);
+        let mut staged = Vec::with_capacity(first.len() + piece + piece / 8 + 64);
         staged.extend_from_slice(first.as_bytes());
         staged.extend_from_slice(b"\r\n");
         let octets = convert(&mut body, out, &mut staged, top)?;
