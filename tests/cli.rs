@@ -197,7 +197,12 @@ fn bad_flags_and_files_give_one_clear_line_and_a_failure_code() {
             "at least 1 second",
         ),
         (
-            vec!["--listen", "127.0.0.1:0", "--idle-timeout", "18446744073709551615"],
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--idle-timeout",
+                "18446744073709551615",
+            ],
             "at most 86400 seconds",
         ),
         (
