@@ -828,8 +828,10 @@ fn hostile_sessions_do_not_slow_down_other_sessions() {
     for h in hostile {
         h.join().expect("hostile client");
     }
+    // A stall would be whole seconds (a blocked accept loop, a held lock); the bound is loose
+    // because this suite runs its tests side by side on a shared two-core machine.
     assert!(
-        slowest < Duration::from_millis(800),
+        slowest < Duration::from_secs(2),
         "slowest of {fetches} login+RETR sessions took {slowest:?} beside hostile ones \
          (alone: {baseline:?})"
     );
