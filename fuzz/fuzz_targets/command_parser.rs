@@ -17,7 +17,11 @@
 use std::io::BufReader;
 
 use libfuzzer_sys::fuzz_target;
-use popstate::command;
+
+// The models and checks shared with tests/properties.rs.
+#[path = "../../tests/model/mod.rs"]
+mod model;
+use model::{check_parse, model_lines};
 use popstate::protocol::{self, Line, MAX_COMMAND_LINE};
 
 fuzz_target!(|data: &[u8]| {
@@ -41,101 +45,3 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(lines, model_lines(wire), "capacity {capacity}");
 });
-
-/// What `read_line` should return, line by line, for the whole wire: the text before each LF
-/// without one CR just before it, or `TooLong` if that is more than 253 octets. Octets after the
-/// last LF are a dropped connection, not a command.
-fn model_lines(wire: &[u8]) -> Vec<Line> {
-    let mut lines = Vec::new();
-    let mut rest = wire;
-    while let Some(i) = rest.iter().position(|&b| b == b'\n') {
-        let raw = &rest[..i];
-        let text = raw.strip_suffix(b"\r").unwrap_or(raw);
-        lines.push(if text.len() > MAX_COMMAND_LINE - 2 {
-            Line::TooLong
-        } else {
-            Line::Command(text.to_vec())
-        });
-        rest = &rest[i + 1..];
-    }
-    lines
-}
-
-fn check_parse(line: &[u8]) {
-    let cmd = match command::parse(line) {
-        Ok(cmd) => cmd,
-        Err(text) => return check_error_text(&text),
-    };
-    let keyword = cmd.keyword.as_bytes();
-    assert!(
-        (3..=4).contains(&keyword.len()),
-        "keyword {:?}",
-        cmd.keyword
-    );
-    assert!(
-        keyword.iter().all(u8::is_ascii_uppercase),
-        "keyword {:?}",
-        cmd.keyword
-    );
-    assert!(
-        line[..keyword.len()].eq_ignore_ascii_case(keyword),
-        "{line:?}"
-    );
-    let rest: &[u8] = match line.get(keyword.len()) {
-        None => b"",
-        Some(b' ') => &line[keyword.len() + 1..],
-        Some(other) => panic!("keyword {:?} followed by {other:#04x}", cmd.keyword),
-    };
-    assert_eq!(cmd.rest.as_bytes(), rest);
-    assert!(!cmd.rest.chars().any(char::is_control), "{:?}", cmd.rest);
-    let words: Vec<&str> = cmd.rest.split(' ').filter(|w| !w.is_empty()).collect();
-    assert_eq!(cmd.args, words);
-    for arg in &cmd.args {
-        check_number(arg);
-    }
-    check_number(&cmd.rest);
-    for (min, max) in [(0, 0), (1, 1), (1, 2)] {
-        if let Err(text) = cmd.expect_args(min, max, "TOP msg n") {
-            check_error_text(&text);
-        }
-    }
-}
-
-fn check_number(arg: &str) {
-    let digits = !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_digit());
-    match command::parse_number(arg, "message number") {
-        Ok(n) => {
-            assert!(digits, "{arg:?} accepted as {n}");
-            let significant = arg.trim_start_matches('0');
-            let expected = if significant.is_empty() {
-                "0"
-            } else {
-                significant
-            };
-            assert_eq!(n.to_string(), expected);
-        }
-        Err(text) => {
-            check_error_text(&text);
-            if digits {
-                // Only a number that does not fit in a u64 may be refused.
-                let significant = arg.trim_start_matches('0');
-                assert!(
-                    significant.len() > 20
-                        || (significant.len() == 20 && significant > "18446744073709551615"),
-                    "{arg:?} refused: {text}"
-                );
-            }
-        }
-    }
-}
-
-/// RFC 1939 §3: the first line of a reply is at most 512 octets with its CRLF; the text goes
-/// after `-ERR `, so it must also hold no line end of its own.
-fn check_error_text(text: &str) {
-    assert!(
-        "-ERR ".len() + text.len() + 2 <= 512,
-        "{} octets: {text:?}",
-        text.len()
-    );
-    assert!(!text.contains(['\r', '\n']), "line end in {text:?}");
-}

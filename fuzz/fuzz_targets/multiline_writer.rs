@@ -18,6 +18,11 @@
 use std::io::{BufReader, Cursor};
 
 use libfuzzer_sys::fuzz_target;
+
+// The models and checks shared with tests/properties.rs.
+#[path = "../../tests/model/mod.rs"]
+mod model;
+use model::{client_view, normalised_lines, top_model};
 use popstate::protocol::{self, Reply};
 
 fuzz_target!(|data: &[u8]| {
@@ -94,47 +99,3 @@ fuzz_target!(|data: &[u8]| {
     );
     assert_eq!(sent, [b"+OK\r\n", &top_wire[..], b".\r\n"].concat());
 });
-
-/// Splits a multi-line body (without its terminator) into lines the way a client reads it,
-/// checking each ends in CRLF and none is the terminator, and un-stuffs them. Returns the lines,
-/// each with its CRLF, and how many stuffing dots were removed.
-fn client_view(wire: &[u8]) -> (Vec<Vec<u8>>, u64) {
-    let mut lines = Vec::new();
-    let mut stuffing = 0;
-    for line in wire.split_inclusive(|&b| b == b'\n') {
-        assert!(line.ends_with(b"\r\n"), "line without CRLF: {line:?}");
-        assert_ne!(line, b".\r\n", "early terminator");
-        lines.push(match line.strip_prefix(b".") {
-            Some(unstuffed) => {
-                stuffing += 1;
-                unstuffed.to_vec()
-            }
-            None => line.to_vec(),
-        });
-    }
-    (lines, stuffing)
-}
-
-/// The stored message's lines as RETR must send them before stuffing, each ending in CRLF.
-fn normalised_lines(message: &[u8]) -> Vec<Vec<u8>> {
-    let mut pieces: Vec<&[u8]> = message.split(|&b| b == b'\n').collect();
-    // After the last LF: empty, or a last line without LF (whose final CR starts a line end).
-    let last = pieces.pop().unwrap_or_default();
-    if !last.is_empty() {
-        pieces.push(last);
-    }
-    pieces
-        .into_iter()
-        .map(|piece| [piece.strip_suffix(b"\r").unwrap_or(piece), b"\r\n"].concat())
-        .collect()
-}
-
-/// TOP n (RFC 1939 §7): the header, the first blank line and `n` lines after it; everything if
-/// there is no blank line.
-fn top_model(lines: &[Vec<u8>], n: u64) -> Vec<Vec<u8>> {
-    let keep = match lines.iter().position(|line| line == b"\r\n") {
-        Some(blank) => (blank + 1).saturating_add(usize::try_from(n).unwrap_or(usize::MAX)),
-        None => lines.len(),
-    };
-    lines[..keep.min(lines.len())].to_vec()
-}
