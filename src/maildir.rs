@@ -224,6 +224,9 @@ struct FileRef {
     name: String,
     /// The file as it was when its size was counted, to notice a file changed since.
     stamp: Option<FileStamp>,
+    /// When the file was created: kept by a rename, new for a new file even if the file system
+    /// reuses the inode number.
+    born: Option<SystemTime>,
 }
 
 struct MaildirMaildrop {
@@ -245,12 +248,14 @@ impl MaildirMaildrop {
     }
 
     /// Where a file went that is no longer where it was at login: a mail reader may have moved
-    /// it to `cur/` or changed its flags. A rename keeps the unique name before `:` and the
-    /// inode; both must match, so another file that happens to share the name is never taken
-    /// for it (UPDATE must remove exactly the marked messages).
+    /// it to `cur/` or changed its flags. A rename keeps the unique name before `:`, the inode and
+    /// the creation time; all must match, so another file that shares the name is never taken
+    /// for it, even on an inode number freed and reused (UPDATE must remove exactly the marked
+    /// messages). Without a creation time to compare, a moved file is not looked for.
     fn find_moved(&self, file: &FileRef) -> Option<PathBuf> {
         let unique = unique_name(&file.name);
         let (dev, ino, ..) = file.stamp?;
+        let born = file.born?;
         ["cur", "new"].iter().find_map(|sub| {
             fs::read_dir(self.dir.join(sub))
                 .ok()?
@@ -260,8 +265,10 @@ impl MaildirMaildrop {
                     if unique_name(name.to_str()?) != unique {
                         return None;
                     }
-                    let (now_dev, now_ino, ..) = stamp(&e.metadata().ok()?)?;
-                    (now_dev == dev && now_ino == ino).then(|| e.path())
+                    let meta = e.metadata().ok()?;
+                    let (now_dev, now_ino, ..) = stamp(&meta)?;
+                    let same = now_dev == dev && now_ino == ino && meta.created().ok()? == born;
+                    same.then(|| e.path())
                 })
         })
     }
@@ -345,6 +352,7 @@ struct Found {
     sub: &'static str,
     name: String,
     stamp: Option<FileStamp>,
+    born: Option<SystemTime>,
     /// Known from the cache, or counted; `None` until then, and for a file that vanished.
     size: Option<u64>,
     /// The size was counted in this scan (the cache did not know it).
@@ -411,6 +419,7 @@ fn scan(dir: &Path, sizes: &SizeCache) -> io::Result<(Vec<MessageInfo>, Vec<File
             sub: f.sub,
             name: f.name,
             stamp: f.stamp,
+            born: f.born,
         })
         .collect();
     Ok((messages, files))
@@ -453,6 +462,7 @@ fn look_at(entry: DirEntry, sub: &'static str) -> io::Result<Option<Found>> {
         sub,
         name,
         stamp: stamp(&meta),
+        born: meta.created().ok(),
         size: None,
         counted: false,
     }))

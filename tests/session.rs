@@ -887,3 +887,26 @@ fn b05_a_reply_line_is_cut_to_512_octets_whatever_its_text() {
     assert_eq!(reply.len(), 510, "510 octets, then CRLF");
     assert!(reply.starts_with("-ERR xxx") && reply.ends_with("..."));
 }
+
+#[test]
+fn b23_update_never_removes_another_file_that_shares_the_unique_name() {
+    let server = server_with_users("ivy:pw\n", test_config());
+    let first = server.deliver("ivy", "new", "1700000000.m1.test", b"Subject: one\n\nx\n");
+    let mut c = server.login("ivy", "pw");
+    assert_eq!(c.cmd("STAT"), "+OK 1 19");
+    // Another program removes the message and, later, a different file appears under the same
+    // unique name (a new inode): it is not the message this session marked.
+    fs::remove_file(&first).expect("rm");
+    let other = server.deliver(
+        "ivy",
+        "cur",
+        "1700000000.m1.test:2,S",
+        b"Subject: two\n\ny\n",
+    );
+    assert!(c.cmd("DELE 1").starts_with("+OK"));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert!(
+        other.exists(),
+        "UPDATE removed a file that was never listed"
+    );
+}
