@@ -217,11 +217,12 @@ impl MaildirStore {
 }
 
 /// Where one message's file was when it was listed: `dir/sub/name`.
+/// (Kept small: every session holds one per message.)
 struct FileRef {
-    /// `"new"` or `"cur"`.
-    sub: &'static str,
+    /// In `new/`, else in `cur/`.
+    in_new: bool,
     /// The file name; a mail reader may rename the file (flags) or move it to `cur/` later.
-    name: String,
+    name: Box<str>,
     /// The file as it was when its size was counted, to notice a file changed since.
     stamp: Option<FileStamp>,
     /// When the file was created: kept by a rename, new for a new file even if the file system
@@ -237,6 +238,13 @@ struct MaildirMaildrop {
     listings: Arc<Listings>,
     /// Held for the life of the session; closing it releases the lock.
     _lock: File,
+}
+
+impl FileRef {
+    fn path(&self, dir: &Path) -> PathBuf {
+        dir.join(if self.in_new { "new" } else { "cur" })
+            .join(&*self.name)
+    }
 }
 
 impl MaildirMaildrop {
@@ -283,7 +291,7 @@ impl Maildrop for MaildirMaildrop {
     fn open(&self, index: usize) -> Result<Box<dyn BufRead + Send>, String> {
         let file_ref = self.file(index)?;
         // Open first and ask questions later: the common case costs one path lookup.
-        let file = match File::open(self.dir.join(file_ref.sub).join(&file_ref.name)) {
+        let file = match File::open(file_ref.path(&self.dir)) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let moved = self
                     .find_moved(file_ref)
@@ -322,7 +330,7 @@ impl Maildrop for MaildirMaildrop {
 
     fn remove(&mut self, index: usize) -> Result<(), String> {
         let file_ref = self.file(index)?;
-        let path = self.dir.join(file_ref.sub).join(&file_ref.name);
+        let path = file_ref.path(&self.dir);
         let path = match fs::remove_file(&path) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -416,8 +424,8 @@ fn scan(dir: &Path, sizes: &SizeCache) -> io::Result<(Vec<MessageInfo>, Vec<File
     let files = found
         .into_iter()
         .map(|f| FileRef {
-            sub: f.sub,
-            name: f.name,
+            in_new: f.sub == "new",
+            name: f.name.into_boxed_str(),
             stamp: f.stamp,
             born: f.born,
         })
