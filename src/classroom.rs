@@ -22,49 +22,105 @@
 //! Unlike the `trace` log level, it shows multi-line bodies (summarised) and the current state.
 //! It writes to standard output a whole line at a time, so sessions never tear each other's
 //! lines apart, and ignores a closed standard output rather than stopping the session.
+//!
+//! Thirty dialogues at once are too many to follow: `--trace-user student07` shows only the
+//! sessions that name that user, from their `USER` line on.
 
 use std::io::{self, Write};
+use std::sync::Arc;
 
-/// `println!` that ignores a closed standard output (`println!` would panic the session).
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        let _ = writeln!(io::stdout().lock(), $($arg)*);
-    }};
-}
+use crate::board::{Board, user_named};
 
 /// Body lines shown before the rest of a multi-line reply is summarised.
 const SHOWN_LINES: usize = 6;
 /// Longer lines are cut here, so one huge header line cannot flood the screen.
 const SHOWN_WIDTH: usize = 100;
 
+/// Which sessions the classroom view shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Trace {
+    #[default]
+    Off,
+    /// Every session (`--trace`).
+    All,
+    /// Only sessions that send `USER name` for this name (`--trace-user name`).
+    User(String),
+}
+
 /// The classroom view of one session.
 pub struct Classroom {
     id: u64,
     state: &'static str,
+    /// For `--trace-user`: the name to wait for; `None` once the session is shown.
+    waiting_for: Option<String>,
+    /// With `--board` on a terminal, the board's pane shows the lines instead.
+    pane: Option<Arc<Board>>,
 }
 
 impl Classroom {
-    pub fn new(id: u64) -> Self {
+    /// The view for session `id`, or `None` when `trace` is off. `board` is the board that
+    /// owns the terminal, if one does.
+    pub fn new(id: u64, trace: &Trace, board: Option<&Arc<Board>>) -> Option<Self> {
+        let waiting_for = match trace {
+            Trace::Off => return None,
+            Trace::All => None,
+            Trace::User(name) => Some(name.clone()),
+        };
         let view = Classroom {
             id,
             state: "AUTHORIZATION",
+            waiting_for,
+            pane: board.filter(|b| b.is_terminal()).cloned(),
         };
-        say!("[{id}] ==> connected: greeting, then AUTHORIZATION");
-        view
+        if view.shown() {
+            view.say(format!(
+                "[{id}] ==> connected: greeting, then AUTHORIZATION"
+            ));
+        }
+        Some(view)
+    }
+
+    /// One whole line at a time, so sessions never tear each other's lines apart; a closed
+    /// standard output is ignored (`println!` would panic the session).
+    fn say(&self, line: String) {
+        match &self.pane {
+            Some(board) => board.trace_line(line),
+            None => {
+                let _ = writeln!(io::stdout().lock(), "{line}");
+            }
+        }
+    }
+
+    fn shown(&self) -> bool {
+        self.waiting_for.is_none()
     }
 
     /// A state change, on a line of its own so it stands out.
     pub fn enter(&mut self, state: &'static str, detail: &str) {
         self.state = state;
-        say!("[{}] ==> {state}{detail}", self.id);
+        if self.shown() {
+            self.say(format!("[{}] ==> {state}{detail}", self.id));
+        }
     }
 
-    pub fn client(&self, line: &str) {
-        say!("[{} {}] C: {line}", self.id, self.state);
+    pub fn client(&mut self, line: &str) {
+        if let Some(name) = &self.waiting_for {
+            if user_named(line) != Some(name.as_str()) {
+                return;
+            }
+            self.say(format!(
+                "[{}] ==> {name} is here: showing this session",
+                self.id
+            ));
+            self.waiting_for = None;
+        }
+        self.say(format!("[{} {}] C: {line}", self.id, self.state));
     }
 
     pub fn ended(&self, how: &str) {
-        say!("[{}] ==> session over: {how}", self.id);
+        if self.shown() {
+            self.say(format!("[{}] ==> session over: {how}", self.id));
+        }
     }
 
     /// Wraps the writer a reply goes to, to see it on its way out.
@@ -78,13 +134,18 @@ impl Classroom {
     }
 
     fn note(&self, text: &str) {
-        say!("[{} {}] S: {text}", self.id, self.state);
+        if self.shown() {
+            self.say(format!("[{} {}] S: {text}", self.id, self.state));
+        }
     }
 
     fn server(&self, line: &[u8]) {
+        if !self.shown() {
+            return;
+        }
         let text = String::from_utf8_lossy(&line[..line.len().min(SHOWN_WIDTH)]);
         let cut = if line.len() > SHOWN_WIDTH { "..." } else { "" };
-        say!("[{} {}] S: {text}{cut}", self.id, self.state);
+        self.say(format!("[{} {}] S: {text}{cut}", self.id, self.state));
     }
 }
 

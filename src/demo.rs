@@ -12,6 +12,10 @@
 //!
 //! The names and delivery times are fixed, so message numbers, sizes and unique-ids are the same
 //! on every run: the book's transcripts depend on that.
+//!
+//! For a lesson, `--classroom N` adds `student01` … `studentNN`, each with a fresh copy of
+//! alice's six messages and a password of two short words, so thirty students can each hold
+//! their own maildrop's lock at once (one shared `alice` would give 29 of them `[IN-USE]`).
 
 use std::fs;
 use std::io;
@@ -20,35 +24,65 @@ use std::path::{Path, PathBuf};
 /// The demo users and their passwords.
 pub const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder")];
 
+/// Most classroom accounts: more than a room holds, few enough that the table of passwords
+/// still fits on a few printed pages.
+pub const MAX_STUDENTS: usize = 200;
+
 /// Where a demo was created.
 pub struct Demo {
     /// The folder holding everything; the maildrop root is `root/maildirs`.
     pub root: PathBuf,
     pub maildir_root: PathBuf,
     pub users_file: PathBuf,
+    /// The classroom accounts, `(name, password)`, in order; empty without `--classroom`.
+    pub students: Vec<(String, String)>,
 }
 
-/// Creates a fresh demo for the server listening on `port`, in the system's temporary folder.
+/// Creates a fresh demo for the server listening on `port`, in the system's temporary folder,
+/// with `students` classroom accounts (0 for none).
 /// The folder is named after the port and replaced on every start: the demo always begins from
 /// the same messages, old demos do not pile up, and two servers on two ports keep apart.
-pub fn create_in_temp(port: u16) -> io::Result<Demo> {
+pub fn create_in_temp(port: u16, students: usize) -> io::Result<Demo> {
     let root = std::env::temp_dir().join(format!("popstate-demo-{port}"));
     match fs::remove_dir_all(&root) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    create(&root)?;
+    let students = student_accounts(students);
+    create_with_students(&root, &students)?;
+    if !students.is_empty() {
+        let table = root.join("accounts.txt");
+        fs::write(&table, accounts_table(&students))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&table, fs::Permissions::from_mode(0o600))?;
+        }
+    }
     Ok(Demo {
         maildir_root: root.join("maildirs"),
         users_file: root.join("users"),
         root,
+        students,
     })
 }
 
 /// Writes the demo users file and maildrops into `root`, which must not exist yet.
 pub fn create(root: &Path) -> io::Result<()> {
+    create_with_students(root, &[])
+}
+
+// ANCHOR: create_with_students
+/// The demo, plus one maildrop per classroom account, each a copy of alice's messages: every
+/// student can delete and QUIT without touching anyone else's mail.
+pub fn create_with_students(root: &Path, students: &[(String, String)]) -> io::Result<()> {
     fs::create_dir_all(root)?;
-    let users: String = USERS.iter().map(|(u, p)| format!("{u}:{p}\n")).collect();
+    let users: String = USERS
+        .iter()
+        .map(|&(u, p)| (u, p))
+        .chain(students.iter().map(|(u, p)| (u.as_str(), p.as_str())))
+        .map(|(u, p)| format!("{u}:{p}\n"))
+        .collect();
     let users_file = root.join("users");
     fs::write(
         &users_file,
@@ -60,23 +94,67 @@ pub fn create(root: &Path) -> io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(&users_file, fs::Permissions::from_mode(0o600))?;
     }
-    let alice = root.join("maildirs/alice");
-    let bob = root.join("maildirs/bob");
-    for dir in [&alice, &bob] {
-        for sub in ["new", "cur", "tmp"] {
-            fs::create_dir_all(dir.join(sub))?;
-        }
+    write_alice_messages(&root.join("maildirs/alice"))?;
+    for (name, _) in students {
+        write_alice_messages(&root.join("maildirs").join(name))?;
     }
-    fs::write(alice.join("cur/1764000001.demo1.popstate:2,S"), WELCOME)?;
-    fs::write(alice.join("new/1764000002.demo2.popstate"), DOTS)?;
-    fs::write(alice.join("new/1764000003.demo3.popstate"), UNIX)?;
-    fs::write(alice.join("new/1764000004.demo4.popstate"), long())?;
-    fs::write(alice.join("new/1764000005.demo5.popstate"), MULTIPART)?;
-    fs::write(alice.join("new/1764000006.demo6.popstate"), UNTERMINATED)?;
+    let bob = root.join("maildirs/bob");
+    make_maildir(&bob)?;
     fs::write(bob.join("new/1764000101.demo1.popstate"), BOB_1)?;
     fs::write(bob.join("new/1764000102.demo2.popstate"), BOB_2)?;
     Ok(())
 }
+// ANCHOR_END: create_with_students
+
+fn make_maildir(dir: &Path) -> io::Result<()> {
+    for sub in ["new", "cur", "tmp"] {
+        fs::create_dir_all(dir.join(sub))?;
+    }
+    Ok(())
+}
+
+fn write_alice_messages(dir: &Path) -> io::Result<()> {
+    make_maildir(dir)?;
+    fs::write(dir.join("cur/1764000001.demo1.popstate:2,S"), WELCOME)?;
+    fs::write(dir.join("new/1764000002.demo2.popstate"), DOTS)?;
+    fs::write(dir.join("new/1764000003.demo3.popstate"), UNIX)?;
+    fs::write(dir.join("new/1764000004.demo4.popstate"), long())?;
+    fs::write(dir.join("new/1764000005.demo5.popstate"), MULTIPART)?;
+    fs::write(dir.join("new/1764000006.demo6.popstate"), UNTERMINATED)?;
+    Ok(())
+}
+
+// ANCHOR: student_accounts
+/// `student01`, `student02`, … with passwords of two short words joined by a dash, say
+/// `maple-otter`: easy to read aloud and to type, unlike a random string. New passwords are
+/// drawn on every start, so last week's slips do not open this week's maildrops.
+pub fn student_accounts(count: usize) -> Vec<(String, String)> {
+    let width = count.to_string().len().max(2);
+    (1..=count)
+        .map(|n| (format!("student{n:0width$}"), spoken_password()))
+        .collect()
+}
+
+/// Words that sound unlike each other and are spelled as they sound.
+const WORDS: &[&str] = &[
+    "amber", "apple", "badger", "banjo", "cactus", "candle", "cobalt", "comet", "copper", "daisy",
+    "dolphin", "ember", "falcon", "fern", "garlic", "ginger", "harbor", "hazel", "igloo", "island",
+    "jasmine", "jelly", "kettle", "koala", "lemon", "lizard", "maple", "marble", "meadow",
+    "nutmeg", "olive", "orbit", "otter", "panda", "pepper", "pickle", "quartz", "rabbit", "raven",
+    "river", "saddle", "salmon", "spider", "sunset", "tiger", "tomato", "tulip", "velvet",
+    "violin", "walnut", "willow", "yogurt", "zebra", "zigzag",
+];
+
+/// Two random words. std has no random number generator, but every `RandomState` is seeded
+/// from the operating system's randomness, which is all a classroom password needs.
+fn spoken_password() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let bits = RandomState::new().hash_one(0u8);
+    let first = WORDS[(bits % WORDS.len() as u64) as usize];
+    let second = WORDS[((bits >> 32) % WORDS.len() as u64) as usize];
+    format!("{first}-{second}")
+}
+// ANCHOR_END: student_accounts
 
 const WELCOME: &str = "From: popstate <teacher@example.org>\r\n\
 To: alice@example.org\r\n\
@@ -178,3 +256,58 @@ Message-ID: <bob2@popstate.example>\r\n\
 \r\n\
 DELE this, then QUIT, and it is gone; DELE it and drop the connection,\r\n\
 and it is still here next time.\r\n";
+
+// ANCHOR: banner
+/// What `cargo run` prints under its "listening on" line: where the demo is, who can log in,
+/// and the exact lines to type. `hosts` are the addresses clients can reach (see
+/// addresses.rs); with `--classroom`, the table of accounts follows, one `studentNN  PASSWORD`
+/// line each, to print and cut into slips.
+pub fn banner(demo: &Demo, hosts: &[std::net::IpAddr], port: u16) -> String {
+    let users: Vec<String> = USERS.iter().map(|(u, p)| format!("{u} / {p}")).collect();
+    let mut text = format!(
+        "Demo maildrop in {} (users: {}).\n",
+        demo.root.display(),
+        users.join(", ")
+    );
+    let (user, password) = demo
+        .students
+        .first()
+        .map_or(("alice", "wonderland"), |(u, p)| (u.as_str(), p.as_str()));
+    match hosts.first() {
+        Some(host) => {
+            text.push_str("Try it in another terminal:\n\n");
+            text.push_str(&format!("    telnet {host} {port}\n"));
+            for other in &hosts[1..] {
+                text.push_str(&format!("    (or: telnet {other} {port})\n"));
+            }
+        }
+        None => text.push_str(&format!(
+            "This machine's address could not be found: `ip addr` shows it; then type\n\n    \
+             telnet ADDRESS {port}\n"
+        )),
+    }
+    text.push_str(&format!(
+        "\n    USER {user}\n    PASS {password}\n    STAT\n    LIST\n    RETR 2\n    DELE 1\n    QUIT\n"
+    ));
+    if !demo.students.is_empty() {
+        text.push_str(&format!(
+            "\nClassroom accounts ({}; also in {}):\n\n",
+            demo.students.len(),
+            demo.root.join("accounts.txt").display()
+        ));
+        text.push_str(&accounts_table(&demo.students));
+    }
+    text.push_str(
+        "\nStop the server with Ctrl-C. Set RUST_LOG=popstate=trace to see every line on the wire.",
+    );
+    text
+}
+// ANCHOR_END: banner
+
+/// One `studentNN  PASSWORD` line per account.
+pub fn accounts_table(students: &[(String, String)]) -> String {
+    students
+        .iter()
+        .map(|(name, password)| format!("{name}  {password}\n"))
+        .collect()
+}

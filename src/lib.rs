@@ -21,7 +21,9 @@
 //! | [`limits`]        | every deliberate limit, with its reason           | 1939 §3, §13   |
 //! | [`demo`]          | the demo maildrop that `cargo run` serves         |                |
 
+pub mod addresses;
 pub mod authorization;
+pub mod board;
 pub mod capa;
 pub mod classroom;
 pub mod command;

@@ -1,6 +1,6 @@
 //! The `popstate` command: parse flags, start logging, bind, serve.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,10 +10,12 @@ use argh::FromArgs;
 use log::warn;
 
 use popstate::authorization::LoginPolicy;
+use popstate::board::Board;
+use popstate::classroom::Trace;
 use popstate::maildir::MaildirStore;
 use popstate::server::{Config, Server};
 use popstate::users::Users;
-use popstate::{demo, limits};
+use popstate::{addresses, demo, limits};
 
 /// popstate: a POP3 server (RFC 1939) over Maildir, one thread per client, made to be read.
 /// With no flags it serves a fresh demo maildrop on 127.0.0.1:1110.
@@ -51,6 +53,16 @@ struct Args {
     /// print every session's dialogue here, for a classroom (passwords masked)
     #[argh(switch)]
     trace: bool,
+    /// like --trace, but only the sessions that log in as this user (say, student07)
+    #[argh(option)]
+    trace_user: Option<String>,
+    /// demo only: add N classroom accounts student01..studentNN (1 to 200), each with its own
+    /// copy of the demo mail, and print their passwords
+    #[argh(option)]
+    classroom: Option<usize>,
+    /// show the teacher's board: one row per live session, redrawn in place on a terminal
+    #[argh(switch)]
+    board: bool,
 }
 
 /// Longer timeouts are surely a typo, and a huge one would overflow the clock's arithmetic.
@@ -61,7 +73,11 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(code) => return code,
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // The board redraws the terminal: a log line there would be drawn over half a second later,
+    // so only warnings are shown unless RUST_LOG asks for more.
+    let quiet = args.board && std::io::stdout().is_terminal();
+    let level = if quiet { "warn" } else { "info" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -115,16 +131,33 @@ fn run(args: Args) -> Result<(), String> {
             return Err(format!("{flag} must be at least 1"));
         }
     }
+    let students = match args.classroom {
+        None => 0,
+        Some(n) if (1..=demo::MAX_STUDENTS).contains(&n) => n,
+        Some(n) => {
+            return Err(format!(
+                "--classroom {n}: give a number of students from 1 to {}",
+                demo::MAX_STUDENTS
+            ));
+        }
+    };
+    if args.board && args.trace {
+        return Err("--board and --trace would both write every session to the terminal: use --board with --trace-user NAME to follow one student".into());
+    }
+    if students > 0 && (args.maildir_root.is_some() || args.users.is_some()) {
+        return Err("--classroom makes demo accounts: it cannot be used with --maildir-root or --users (add students to your users file instead)".into());
+    }
     let listener = TcpListener::bind(&args.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let hosts = addresses::hosts_for(&address);
 
     let (maildir_root, users_file, demo_banner) = match (args.maildir_root, args.users) {
         (Some(root), Some(users)) => (root, users, None),
         (None, None) => {
-            let demo = demo::create_in_temp(address.port())
+            let demo = demo::create_in_temp(address.port(), students)
                 .map_err(|e| format!("cannot create the demo maildrop: {e}"))?;
-            let banner = demo_banner(&demo.root.display().to_string(), &address.to_string());
+            let banner = demo::banner(&demo, &hosts, address.port());
             (demo.maildir_root, demo.users_file, Some(banner))
         }
         _ => {
@@ -154,8 +187,16 @@ fn run(args: Args) -> Result<(), String> {
             failure_delay: Duration::from_millis(args.auth_failure_delay_ms),
             max_failures: args.max_auth_failures,
         },
-        classroom: args.trace,
+        classroom: match (args.trace, args.trace_user) {
+            (_, Some(user)) => Trace::User(user),
+            (true, None) => Trace::All,
+            (false, None) => Trace::Off,
+        },
+        board: args
+            .board
+            .then(|| Board::new(connect_line(&hosts, address.port()))),
     };
+    let server_board = config.board.clone();
     let server = Server::new(
         listener,
         users,
@@ -169,11 +210,24 @@ fn run(args: Args) -> Result<(), String> {
         "popstate {} listening on {address}",
         env!("CARGO_PKG_VERSION")
     );
+    if !address.ip().is_loopback() {
+        let _ = writeln!(
+            out,
+            "Warning: {address} can be reached from other machines, and POP3 sends USER and \
+             PASS in clear text: anyone on the network path can read them. Use throwaway \
+             passwords (as the demo's are), or a trusted network."
+        );
+    }
     if let Some(banner) = demo_banner {
         let _ = writeln!(out, "{banner}");
     }
     let _ = out.flush();
     drop(out);
+    if let Some(board) = &server_board {
+        board
+            .start()
+            .map_err(|e| format!("cannot start the board: {e}"))?;
+    }
     server.serve();
     Ok(())
 }
@@ -237,18 +291,10 @@ fn warn_if_readable_by_others(path: &std::path::Path) {
     }
 }
 
-fn demo_banner(root: &str, address: &str) -> String {
-    let (host, port) = address.rsplit_once(':').unwrap_or((address, "110"));
-    let users: Vec<String> = demo::USERS
-        .iter()
-        .map(|(u, p)| format!("{u} / {p}"))
-        .collect();
-    format!(
-        "Demo maildrop in {root} (users: {}).\n\
-         Try it in another terminal:\n\
-         \n    telnet {host} {port}\n\
-         \n    USER alice\n    PASS wonderland\n    STAT\n    LIST\n    RETR 2\n    DELE 1\n    QUIT\n\
-         \nStop the server with Ctrl-C. Set RUST_LOG=popstate=trace to see every line on the wire.",
-        users.join(", ")
-    )
+/// What students type to connect, for the board's header.
+fn connect_line(hosts: &[std::net::IpAddr], port: u16) -> String {
+    match hosts.first() {
+        Some(host) => format!("telnet {host} {port}"),
+        None => format!("telnet ADDRESS {port} (see ip addr)"),
+    }
 }

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::authorization::LoginPolicy;
+use crate::board::Board;
+use crate::classroom::Trace;
 use crate::limits;
 use crate::maildrop::Store;
 use crate::session::{self, Context};
@@ -38,8 +40,10 @@ pub struct Config {
     pub max_sessions_per_ip: usize,
     /// What a wrong password costs.
     pub login: LoginPolicy,
-    /// Print every session's dialogue on standard output (`--trace`, classroom.rs).
-    pub classroom: bool,
+    /// Print sessions' dialogues on standard output (`--trace`, `--trace-user`, classroom.rs).
+    pub classroom: Trace,
+    /// The teacher's board (`--board`, board.rs), shared by every session.
+    pub board: Option<Arc<Board>>,
 }
 
 impl Default for Config {
@@ -53,7 +57,8 @@ impl Default for Config {
                 failure_delay: limits::AUTH_FAILURE_DELAY,
                 max_failures: limits::MAX_AUTH_FAILURES,
             },
-            classroom: false,
+            classroom: Trace::Off,
+            board: None,
         }
     }
 }
@@ -158,7 +163,8 @@ fn serve_client(stream: TcpStream, slot: Slot, id: u64) {
         users: &shared.users,
         store: shared.store.as_ref(),
         login: shared.config.login,
-        classroom: shared.config.classroom,
+        classroom: &shared.config.classroom,
+        board: shared.config.board.as_ref(),
     };
     let input = IdleTimer::new(&stream, shared.config.idle_timeout);
     let summary = session::run(input, &stream, &ctx, id);

@@ -15,8 +15,11 @@ use std::io::{self, BufReader, Read, Write};
 
 use log::{debug, trace};
 
+use std::sync::Arc;
+
 use crate::authorization::{self, Authorization, LoginPolicy};
-use crate::classroom::Classroom;
+use crate::board::{Board, Seat};
+use crate::classroom::{Classroom, Trace};
 use crate::command::{self, Command};
 use crate::maildrop::Store;
 use crate::protocol::{self, Line, MAX_COMMAND_LINE, Reply};
@@ -35,7 +38,9 @@ pub struct Context<'a> {
     /// What a wrong password costs (see authorization.rs).
     pub login: LoginPolicy,
     /// Print the dialogue for a classroom (`--trace`, see classroom.rs).
-    pub classroom: bool,
+    pub classroom: &'a Trace,
+    /// The teacher's board, with `--board` (see board.rs).
+    pub board: Option<&'a Arc<Board>>,
 }
 
 /// How a session ended, for its log line.
@@ -81,7 +86,7 @@ pub struct Summary {
 /// Runs a whole session on a connection. Generic over `Read + Write` so that tests can drive it
 /// with byte buffers as well as sockets.
 pub fn run<R: Read, W: Write>(input: R, output: W, ctx: &Context, id: u64) -> Summary {
-    let mut conn = Connection::new(input, output, id, ctx.classroom);
+    let mut conn = Connection::new(input, output, id, ctx);
     let mut summary = Summary {
         user: None,
         retrieved: 0,
@@ -111,6 +116,9 @@ pub fn run<R: Read, W: Write>(input: R, output: W, ctx: &Context, id: u64) -> Su
     summary.octets_sent = conn.sent();
     if let Some(view) = &conn.view {
         view.ended(&summary.end.describe());
+    }
+    if let Some(seat) = &conn.seat {
+        seat.ended(&summary.end.describe());
     }
     summary
 }
@@ -149,6 +157,9 @@ fn states<R: Read, W: Write>(
                 maildrop,
             } => {
                 conn.send(reply)?;
+                if let Some(seat) = &conn.seat {
+                    seat.logged_in(&user);
+                }
                 break (user, maildrop);
             }
         }
@@ -164,6 +175,9 @@ fn states<R: Read, W: Write>(
         };
         let outcome = transaction.handle(&line);
         summary.retrieved = transaction.retrieved;
+        if let Some(seat) = &conn.seat {
+            seat.marked(transaction.marked());
+        }
         match outcome {
             transaction::Outcome::Stay(reply) => conn.send(reply)?,
             transaction::Outcome::Quit => break,
@@ -187,6 +201,8 @@ struct Connection<R: Read, W: Write> {
     id: u64,
     /// The classroom view, when the server runs with `--trace`.
     view: Option<Classroom>,
+    /// This session's row on the teacher's board, with `--board`.
+    seat: Option<Seat>,
 }
 
 /// Buffer sizes. Every session keeps its buffers for its whole life, so they are small: a
@@ -199,7 +215,7 @@ const INPUT_BUFFER: usize = 512;
 const OUTPUT_LIMIT: usize = 4 * 1024;
 
 impl<R: Read, W: Write> Connection<R, W> {
-    fn new(input: R, output: W, id: u64, classroom: bool) -> Self {
+    fn new(input: R, output: W, id: u64, ctx: &Context) -> Self {
         Connection {
             input: BufReader::with_capacity(INPUT_BUFFER, input),
             output: Output {
@@ -208,13 +224,17 @@ impl<R: Read, W: Write> Connection<R, W> {
                 sent: 0,
             },
             id,
-            view: classroom.then(|| Classroom::new(id)),
+            view: Classroom::new(id, ctx.classroom, ctx.board),
+            seat: ctx.board.map(|board| board.seat(id)),
         }
     }
 
     fn enter(&mut self, state: &'static str, detail: &str) {
         if let Some(view) = &mut self.view {
             view.enter(state, detail);
+        }
+        if let Some(seat) = &self.seat {
+            seat.enter(state);
         }
     }
 
@@ -235,8 +255,11 @@ impl<R: Read, W: Write> Connection<R, W> {
         };
         let shown = masked(&bytes);
         trace!("session {} C: {shown}", self.id);
-        if let Some(view) = &self.view {
+        if let Some(view) = &mut self.view {
             view.client(&shown);
+        }
+        if let Some(seat) = &self.seat {
+            seat.command(&shown);
         }
         Ok(Some(command::parse(&bytes)))
     }

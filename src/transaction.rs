@@ -72,6 +72,11 @@ impl Transaction {
     }
     // ANCHOR_END: dispatch
 
+    /// Messages marked as deleted so far (for the teacher's board).
+    pub fn marked(&self) -> usize {
+        self.deleted.iter().filter(|&&d| d).count()
+    }
+
     /// The user's maildrop and marks, for UPDATE.
     pub fn into_update(self) -> (Box<dyn Maildrop>, Vec<bool>) {
         (self.maildrop, self.deleted)

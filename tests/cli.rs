@@ -33,8 +33,13 @@ impl Drop for Running {
 impl Running {
     /// Starts the binary with `args` (plus `--listen 127.0.0.1:0`) and waits for its banner.
     fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
+        let listen: &[&str] = if args.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(listen)
             .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -366,5 +371,186 @@ fn a_session_limit_beyond_the_open_file_limit_is_a_clear_error() {
     assert!(
         err.contains("--max-sessions 500 needs about 1064 open files, but the limit is 200"),
         "{err}"
+    );
+}
+
+/// The `studentNN  PASSWORD` lines of a classroom banner.
+fn accounts(banner: &str) -> Vec<(String, String)> {
+    banner
+        .lines()
+        .filter(|l| l.starts_with("student"))
+        .filter_map(|l| {
+            let (name, password) = l.split_once("  ")?;
+            Some((name.to_string(), password.trim().to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn classroom_of_thirty_each_delete_and_quit_at_once_without_in_use() {
+    let server = Running::start(&["--classroom", "30"], &[]);
+    let students = accounts(&server.stdout);
+    assert_eq!(students.len(), 30, "30 accounts in:\n{}", server.stdout);
+    assert_eq!(students[0].0, "student01");
+    assert_eq!(students[29].0, "student30");
+    for (_, password) in &students {
+        let words: Vec<&str> = password.split('-').collect();
+        assert!(
+            words.len() == 2
+                && words
+                    .iter()
+                    .all(|w| w.chars().all(|c| c.is_ascii_lowercase())),
+            "a password to read aloud: {password}"
+        );
+    }
+    let root = std::env::temp_dir().join(format!("popstate-demo-{}/maildirs", server.addr.port()));
+    let table = std::fs::read_to_string(root.with_file_name("accounts.txt")).expect("accounts.txt");
+    assert_eq!(
+        accounts(&table),
+        students,
+        "accounts.txt holds the same table"
+    );
+
+    // Everyone logs in before anyone quits, so thirty locks are held at once; student n
+    // deletes message (n % 6) + 1.
+    let addr = server.addr;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(students.len()));
+    let threads: Vec<_> = students
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(n, (user, password))| {
+            let barrier = std::sync::Arc::clone(&barrier);
+            thread::spawn(move || {
+                let mut client = common::Client::connect(addr);
+                assert!(client.cmd(&format!("USER {user}")).starts_with("+OK"));
+                let reply = client.cmd(&format!("PASS {password}"));
+                assert!(reply.starts_with("+OK"), "{user}: {reply}");
+                barrier.wait();
+                let reply = client.cmd(&format!("DELE {}", n % 6 + 1));
+                assert!(reply.starts_with("+OK"), "{user}: {reply}");
+                let reply = client.cmd("QUIT");
+                assert!(reply.starts_with("+OK"), "{user}: {reply}");
+                assert!(
+                    reply.contains("removed 1 message, 5 left"),
+                    "{user}: {reply}"
+                );
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a student's session");
+    }
+    // Each maildrop lost exactly its own message; alice's is untouched.
+    let names = |user: &str| -> Vec<String> {
+        let mut all = Vec::new();
+        for sub in ["new", "cur"] {
+            for e in std::fs::read_dir(root.join(user).join(sub))
+                .expect("maildir")
+                .flatten()
+            {
+                all.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        all
+    };
+    for (n, (user, _)) in students.iter().enumerate() {
+        let left = names(user);
+        assert_eq!(left.len(), 5, "{user}: {left:?}");
+        let gone = format!(".demo{}.", n % 6 + 1);
+        assert!(
+            !left.iter().any(|f| f.contains(&gone)),
+            "{user} lost {gone}: {left:?}"
+        );
+    }
+    assert_eq!(names("alice").len(), 6);
+}
+
+#[test]
+fn classroom_flag_errors_are_clear() {
+    for (args, expected) in [
+        (
+            vec!["--classroom", "0"],
+            "give a number of students from 1 to 200",
+        ),
+        (
+            vec!["--classroom", "1000"],
+            "give a number of students from 1 to 200",
+        ),
+        (vec!["--classroom", "many"], "classroom"),
+        (
+            vec![
+                "--classroom",
+                "5",
+                "--maildir-root",
+                "/tmp",
+                "--users",
+                "/dev/null",
+            ],
+            "cannot be used with --maildir-root",
+        ),
+        (vec!["--board", "--trace"], "use --board with --trace-user"),
+    ] {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend(args.iter().copied());
+        let (code, _, err) = run(&all);
+        assert_ne!(code, Some(0), "{args:?}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+}
+
+#[test]
+fn classroom_banner_on_all_interfaces_names_real_addresses_and_warns() {
+    let server = Running::start(&["--listen", "0.0.0.0:0", "--classroom", "2"], &[]);
+    let port = server.addr.port();
+    assert!(
+        !server.stdout.contains("telnet 0.0.0.0"),
+        "{}",
+        server.stdout
+    );
+    let telnet = server
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("telnet "))
+        .expect("a telnet line");
+    let host: std::net::IpAddr = telnet
+        .strip_suffix(&format!(" {port}"))
+        .expect("the port")
+        .parse()
+        .expect("an address");
+    assert!(!host.is_unspecified() && !host.is_loopback(), "{host}");
+    // The address printed is one a client can really connect to.
+    let client = common::Client::connect(std::net::SocketAddr::new(host, port));
+    assert!(client.greeting.starts_with("+OK"), "{}", client.greeting);
+    assert!(server.stdout.contains("clear text"), "{}", server.stdout);
+    assert!(
+        server.stdout.contains("USER student01"),
+        "{}",
+        server.stdout
+    );
+}
+
+#[test]
+fn board_without_a_terminal_writes_a_line_per_change() {
+    let server = Running::start(&["--classroom", "1", "--board"], &[]);
+    let mut client = common::Client::connect(server.addr);
+    client.cmd("USER student01");
+    let mut seen = Vec::new();
+    while let Ok(line) = server.more_stdout.recv_timeout(Duration::from_secs(10)) {
+        let done = line.contains("student01 AUTHORIZATION last=\"USER student01\"");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        seen.last()
+            .is_some_and(|l| l.starts_with("board: session ")),
+        "{seen:#?}"
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains("\x1b[")),
+        "no escapes: {seen:#?}"
     );
 }

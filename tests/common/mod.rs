@@ -96,7 +96,6 @@ pub fn test_config() -> Config {
     Config {
         idle_timeout: Duration::from_secs(30),
         max_sessions: 100,
-        classroom: false,
         login: popstate::authorization::LoginPolicy {
             failure_delay: Duration::ZERO,
             max_failures: 3,
