@@ -362,3 +362,42 @@ fn b15_message_numbers_are_the_digit_strings_that_fit_a_u64() {
         check_number(arg);
     }
 }
+
+// ---- the fast path against its plain twin (STYLE.md point 17) ----------------------------
+
+/// `write_message` (the fast version RETR and TOP use) and `write_message_plain` (the rule, line
+/// by line, that the book shows first) give the same bytes and the same count for every random
+/// message, every `TOP` count and every input buffer size: the plain one is the specification.
+#[test]
+fn b06_b07_b19_b25_plain_and_fast_agree() {
+    for_random_messages(17, |rng, message| {
+        let top = match rng.below(3) {
+            0 => None,
+            _ => Some(rng.below(6)),
+        };
+        let capacity = 1 + rng.size(40);
+        let mut plain = Vec::new();
+        let plain_octets = protocol::write_message_plain(
+            &mut BufReader::with_capacity(capacity, message),
+            &mut plain,
+            top,
+        )
+        .expect("Vec write");
+        let mut fast = Vec::new();
+        let fast_octets = protocol::write_message(
+            &mut BufReader::with_capacity(capacity, message),
+            &mut fast,
+            top,
+        )
+        .expect("Vec write");
+        assert_eq!(fast, plain, "top {top:?}, buffer {capacity}");
+        assert_eq!(fast_octets, plain_octets, "top {top:?}, buffer {capacity}");
+        if top.is_none() {
+            let size = protocol::message_size(&mut &message[..]).expect("size");
+            assert_eq!(
+                size, plain_octets,
+                "message_size counts what the plain rule sends"
+            );
+        }
+    });
+}
