@@ -73,8 +73,22 @@ struct Listings {
     known: Mutex<HashMap<PathBuf, (FolderTimes, Arc<Listing>)>>,
 }
 
-/// The identity and times of `new/` and `cur/`.
-type FolderTimes = [(u64, u64, i64, i64, i64, i64); 2];
+/// The identity and times of `new/` and `cur/`, as `stat` gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct FolderTimes {
+    new: FolderTime,
+    cur: FolderTime,
+}
+
+/// One folder's device and inode (the same folder, not a new one in its place) and its last
+/// modification and change times, to the nanosecond.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct FolderTime {
+    dev: u64,
+    ino: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
 
 /// How long a folder must have been left alone before a listing of it is kept.
 const SETTLED: Duration = Duration::from_secs(2);
@@ -116,18 +130,16 @@ fn folder_times(dir: &Path) -> io::Result<Option<(FolderTimes, bool)>> {
         .unwrap_or_default();
     let settled_before = now.saturating_sub(SETTLED).as_nanos() as i128;
     let nanos = |secs: i64, nsec: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsec);
-    let mut times = [(0, 0, 0, 0, 0, 0); 2];
+    let mut times = FolderTimes::default();
     let mut settled = true;
-    for (slot, sub) in times.iter_mut().zip(["new", "cur"]) {
+    for (slot, sub) in [(&mut times.new, "new"), (&mut times.cur, "cur")] {
         let meta = fs::metadata(dir.join(sub))?;
-        *slot = (
-            meta.dev(),
-            meta.ino(),
-            meta.mtime(),
-            meta.mtime_nsec(),
-            meta.ctime(),
-            meta.ctime_nsec(),
-        );
+        *slot = FolderTime {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        };
         settled &= nanos(meta.mtime(), meta.mtime_nsec()) < settled_before
             && nanos(meta.ctime(), meta.ctime_nsec()) < settled_before;
     }
@@ -262,7 +274,7 @@ impl MaildirMaildrop {
     /// messages). Without a creation time to compare, a moved file is not looked for.
     fn find_moved(&self, file: &FileRef) -> Option<PathBuf> {
         let unique = unique_name(&file.name);
-        let (dev, ino, ..) = file.stamp?;
+        let FileStamp { dev, ino, .. } = file.stamp?;
         let born = file.born?;
         ["cur", "new"].iter().find_map(|sub| {
             fs::read_dir(self.dir.join(sub))
@@ -274,8 +286,8 @@ impl MaildirMaildrop {
                         return None;
                     }
                     let meta = e.metadata().ok()?;
-                    let (now_dev, now_ino, ..) = stamp(&meta)?;
-                    let same = now_dev == dev && now_ino == ino && meta.created().ok()? == born;
+                    let now = stamp(&meta)?;
+                    let same = now.dev == dev && now.ino == ino && meta.created().ok()? == born;
                     same.then(|| e.path())
                 })
         })
@@ -491,7 +503,14 @@ struct SizeCache {
 }
 
 /// Device, inode, length and change time: what identifies one version of a file.
-type FileStamp = (u64, u64, u64, i64, i64);
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    /// Seconds and nanoseconds.
+    ctime: (i64, i64),
+}
 
 /// Past this many entries the cache starts again, so files removed long ago cannot make it grow
 /// for ever (about 60 MB at most).
@@ -528,13 +547,12 @@ impl SizeCache {
 #[cfg(unix)]
 fn stamp(meta: &fs::Metadata) -> Option<FileStamp> {
     use std::os::unix::fs::MetadataExt;
-    Some((
-        meta.dev(),
-        meta.ino(),
-        meta.len(),
-        meta.ctime(),
-        meta.ctime_nsec(),
-    ))
+    Some(FileStamp {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        len: meta.len(),
+        ctime: (meta.ctime(), meta.ctime_nsec()),
+    })
 }
 
 /// Without ctime there is no safe way to tell, so nothing is reused.
