@@ -341,7 +341,7 @@ fn delete_at_once(options: &Options, report: &mut Report) -> Result<(), String> 
     } else {
         report.right(&format!(
             "message 1 (unique-id {first}) is gone although nobody sent QUIT: DELE removed it at once, \
-             against RFC 1939 §6 (\"the POP3 server does not enter the UPDATE state\")"
+             against RFC 1939 §6, which says a session that ends without QUIT removes nothing"
         ));
     }
     pop.quit()
