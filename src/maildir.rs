@@ -31,7 +31,7 @@ pub const LOCK_FILE: &str = "popstate.lock";
 /// The maildrops below one root folder, one Maildir per user.
 pub struct MaildirStore {
     root: PathBuf,
-    sizes: SizeCache,
+    sizes: Arc<SizeCache>,
     listings: Arc<Listings>,
 }
 
@@ -39,7 +39,7 @@ impl MaildirStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         MaildirStore {
             root: root.into(),
-            sizes: SizeCache::default(),
+            sizes: Arc::default(),
             listings: Arc::default(),
         }
     }
@@ -203,6 +203,7 @@ impl Store for MaildirStore {
             dir,
             listing,
             listings: Arc::clone(&self.listings),
+            sizes: Arc::clone(&self.sizes),
             _lock: lock,
         }))
     }
@@ -240,6 +241,8 @@ struct FileRef {
     /// When the file was created: kept by a rename, new for a new file even if the file system
     /// reuses the inode number.
     born: Option<SystemTime>,
+    /// The size was read from the file's name (`,W=`), not counted: RETR counts before it sends.
+    size_from_name: bool,
 }
 
 struct MaildirMaildrop {
@@ -248,6 +251,8 @@ struct MaildirMaildrop {
     listing: Arc<Listing>,
     /// To drop the kept listing when a file turns out to have changed in place.
     listings: Arc<Listings>,
+    /// Sizes counted so far, to check a size that came from a file name only once.
+    sizes: Arc<SizeCache>,
     /// Held for the life of the session; closing it releases the lock.
     _lock: File,
 }
@@ -320,12 +325,21 @@ impl Maildrop for MaildirMaildrop {
         let buffer = usize::try_from(len)
             .unwrap_or(usize::MAX)
             .clamp(4096, 256 * 1024);
-        if stamp(&meta).is_none() || stamp(&meta) != file_ref.stamp {
-            // Renamed (a mail reader set a flag), or changed. Count it again: sending octets
-            // that LIST did not promise would put the client out of step (RFC 1939 §5).
-            let promised = self.listing.messages[index].size;
+        let promised = self.listing.messages[index].size;
+        let now_stamp = stamp(&meta);
+        let changed = now_stamp.is_none() || now_stamp != file_ref.stamp;
+        // A size taken from the file's name is the name's promise, not a count: it is checked
+        // once, and the count kept, before any octet of it is sent.
+        let unchecked = file_ref.size_from_name && !self.sizes.confirms(now_stamp, promised);
+        if changed || unchecked {
+            // Renamed (a mail reader set a flag), changed, or never counted. Count it now:
+            // sending octets that LIST did not promise would put the client out of step
+            // (RFC 1939 §5).
             let now = message_size(&mut BufReader::with_capacity(buffer, (&file).take(len)))
                 .map_err(|e| format!("it cannot be read: {e}"))?;
+            if let Some(now_stamp) = now_stamp {
+                self.sizes.keep(now_stamp, now);
+            }
             if now != promised {
                 self.listings.forget(&self.dir);
                 return Err(format!(
@@ -377,13 +391,16 @@ struct Found {
     size: Option<u64>,
     /// The size was counted in this scan (the cache did not know it).
     counted: bool,
+    /// The size came from the file's name.
+    from_name: bool,
 }
 
 // ANCHOR: scan
 /// Lists `new/` and `cur/` as they are now, in delivery order, with sizes and unique-ids.
 ///
-/// Looking at a file costs one `stat`, made relative to its folder (no path walk). Sizes come
-/// from the cache for files counted before; only new or changed files are read.
+/// Looking at a file costs one `stat`, made relative to its folder (no path walk). A size comes
+/// from the cache for a file counted before, else from the file's name when a delivery agent
+/// wrote it there (see [`size_in_name`]); only the other files are read.
 fn scan(dir: &Path, sizes: &SizeCache) -> io::Result<(Vec<MessageInfo>, Vec<FileRef>)> {
     let mut found = Vec::new();
     for sub in ["new", "cur"] {
@@ -395,17 +412,11 @@ fn scan(dir: &Path, sizes: &SizeCache) -> io::Result<(Vec<MessageInfo>, Vec<File
     }
     sizes.recall(&mut found);
     for file in found.iter_mut().filter(|f| f.size.is_none()) {
-        file.counted = true;
-        file.size = match File::open(dir.join(file.sub).join(&file.name)) {
-            Ok(opened) => Some(message_size(&mut BufReader::with_capacity(
-                16 * 1024,
-                opened,
-            ))?),
-            // Moved or removed since it was listed: not part of this snapshot.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
+        let len = file.stamp.map(|s| s.len);
+        file.size = len.and_then(|len| size_in_name(&file.name, len));
+        file.from_name = file.size.is_some();
     }
+    count_sizes(dir, &mut found)?;
     sizes.remember(&found);
     found.retain(|f| f.size.is_some());
     found.sort_unstable_by(|a, b| (a.delivered, &a.name).cmp(&(b.delivered, &b.name)));
@@ -440,11 +451,82 @@ fn scan(dir: &Path, sizes: &SizeCache) -> io::Result<(Vec<MessageInfo>, Vec<File
             name: f.name.into_boxed_str(),
             stamp: f.stamp,
             born: f.born,
+            size_from_name: f.from_name,
         })
         .collect();
     Ok((messages, files))
 }
 // ANCHOR_END: scan
+
+// ANCHOR: size_in_name
+/// The wire size a delivery agent wrote into a Maildir name: `,W=` (Dovecot's "virtual size",
+/// the message with CRLF line ends), trusted only if a `,S=` beside it still gives the file's
+/// length. For example `1700000000.M1P2.host,S=2013,W=2061:2,S`.
+///
+/// A name is only a promise (a file without a final line end gets two octets more from
+/// popstate than Dovecot counts), so RETR counts such a message before sending it; on a
+/// mismatch the count is kept and the next login lists the true size.
+fn size_in_name(name: &str, len: u64) -> Option<u64> {
+    let mut physical = None;
+    let mut wire = None;
+    for field in unique_name(name).split(',').skip(1) {
+        if let Some(n) = field.strip_prefix("S=") {
+            physical = Some(n.parse::<u64>().ok()?);
+        } else if let Some(n) = field.strip_prefix("W=") {
+            wire = Some(n.parse::<u64>().ok()?);
+        }
+    }
+    match physical {
+        Some(physical) if physical != len => None,
+        _ => wire,
+    }
+}
+// ANCHOR_END: size_in_name
+
+/// Counts the sizes still unknown, reading each file whole. With many files (the first login
+/// after a start, on a big maildrop) the work is shared among a few threads: the reads are
+/// independent, and the session waits for all of them anyway.
+fn count_sizes(dir: &Path, found: &mut [Found]) -> io::Result<()> {
+    const PER_THREAD: usize = 256;
+    let mut todo: Vec<&mut Found> = found.iter_mut().filter(|f| f.size.is_none()).collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(COUNTING_THREADS)
+        .min(todo.len().div_ceil(PER_THREAD))
+        .max(1);
+    let chunk = todo.len().div_ceil(threads).max(1);
+    if threads == 1 {
+        return todo.iter_mut().try_for_each(|file| count_one(dir, file));
+    }
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = todo
+            .chunks_mut(chunk)
+            .map(|files| scope.spawn(move || files.iter_mut().try_for_each(|f| count_one(dir, f))))
+            .collect();
+        workers.into_iter().try_for_each(|worker| {
+            worker
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("a size-counting thread panicked")))
+        })
+    })
+}
+
+/// Threads at most for counting one maildrop's sizes.
+const COUNTING_THREADS: usize = 4;
+
+fn count_one(dir: &Path, file: &mut Found) -> io::Result<()> {
+    file.counted = true;
+    file.size = match File::open(dir.join(file.sub).join(&file.name)) {
+        Ok(opened) => Some(message_size(&mut BufReader::with_capacity(
+            16 * 1024,
+            opened,
+        ))?),
+        // Moved or removed since it was listed: not part of this snapshot.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    Ok(())
+}
 
 /// What a folder entry is: a message, or `None` for anything else (dot files, folders, names
 /// that are not UTF-8, a file removed while we looked).
@@ -485,6 +567,7 @@ fn look_at(entry: DirEntry, sub: &'static str) -> io::Result<Option<Found>> {
         born: meta.created().ok(),
         size: None,
         counted: false,
+        from_name: false,
     }))
 }
 
@@ -524,6 +607,21 @@ impl SizeCache {
         for file in found.iter_mut() {
             file.size = file.stamp.and_then(|stamp| known.get(&stamp).copied());
         }
+    }
+
+    /// True when `size` is what was counted for this version of a file.
+    fn confirms(&self, stamp: Option<FileStamp>, size: u64) -> bool {
+        let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        stamp.is_some_and(|stamp| known.get(&stamp) == Some(&size))
+    }
+
+    /// Keeps one size counted outside a scan (by RETR).
+    fn keep(&self, stamp: FileStamp, size: u64) {
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        if known.len() >= MAX_CACHED {
+            known.clear();
+        }
+        known.insert(stamp, size);
     }
 
     /// Keeps the sizes just counted.
@@ -628,6 +726,25 @@ mod tests {
             assert_eq!(uid, uid_for(odd), "stable");
         }
         assert_ne!(uid_for("a b"), uid_for("a c"));
+    }
+
+    #[test]
+    fn sizes_in_names_are_read_only_when_the_length_agrees() {
+        let name = "1700000000.M1P2.host,S=2013,W=2061:2,S";
+        assert_eq!(size_in_name(name, 2013), Some(2061));
+        assert_eq!(
+            size_in_name(name, 2014),
+            None,
+            "S= no longer the file's length"
+        );
+        assert_eq!(size_in_name("1700000000.M1P2.host,W=10", 7), Some(10));
+        assert_eq!(size_in_name("1700000000.M1P2.host,S=7", 7), None, "no W=");
+        assert_eq!(size_in_name("1700000000.M1P2.host,W=x", 7), None);
+        assert_eq!(
+            size_in_name("1700000000.M1P2.host:2,W=10", 7),
+            None,
+            "flags, not name"
+        );
     }
 
     #[test]
