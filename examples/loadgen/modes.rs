@@ -189,16 +189,18 @@ fn one_session(
     let mut payload = 0;
     for (i, (n, listed_size)) in sizes.iter().enumerate() {
         let listed_size: u64 = listed_size.trim().parse().unwrap_or(0);
-        conn.multiline(&format!("RETR {n}"), body)?;
-        let wire_len = body.wire().len();
         match known.get(i) {
-            Some(&len) if len == wire_len => {}
             Some(&len) => {
-                return Err(Failure::Protocol(format!(
-                    "message {n}: {wire_len} octets on the wire, {len} the first time"
-                )));
+                let (_, wire_len) = conn.skim(&format!("RETR {n}"), &mut body.scratch)?;
+                if len != wire_len {
+                    return Err(Failure::Protocol(format!(
+                        "message {n}: {wire_len} octets on the wire, {len} the first time"
+                    )));
+                }
             }
             None => {
+                conn.multiline(&format!("RETR {n}"), body)?;
+                let wire_len = body.wire().len();
                 let kept = check_body(body.wire()).map_err(Failure::Protocol)?;
                 if kept != listed_size {
                     return Err(Failure::Protocol(format!(
@@ -263,11 +265,10 @@ pub fn retr(args: &Args) -> Result<String, String> {
         && start.elapsed() < deadline * 4
     {
         let t = Instant::now();
-        conn.multiline("RETR 1", &mut body).map_err(fail)?;
-        if body.wire().len() != wire_len {
+        let (_, got) = conn.skim("RETR 1", &mut body.scratch).map_err(fail)?;
+        if got != wire_len {
             return Err(format!(
-                "{} octets on the wire, {wire_len} the first time",
-                body.wire().len()
+                "{got} octets on the wire, {wire_len} the first time"
             ));
         }
         times_ms.push(t.elapsed().as_secs_f64() * 1000.0);
