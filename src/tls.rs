@@ -176,7 +176,7 @@ impl Drop for Stream<'_> {
         }
         self.tls.conn.send_close_notify();
         while self.tls.conn.wants_write() {
-            if self.tls.conn.write_tls(&mut self.tls.sock).is_err() {
+            if !matches!(self.tls.conn.write_tls(&mut self.tls.sock), Ok(n) if n > 0) {
                 break;
             }
         }
