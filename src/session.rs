@@ -159,6 +159,7 @@ fn states(conn: &mut Connection, ctx: &Context, summary: &mut Summary) -> io::Re
         };
         match authorization.handle(&line) {
             authorization::Outcome::Stay(reply) => conn.send(reply)?,
+            // ANCHOR: stls_arm
             // RFC 2595 §4: the handshake starts right after `+OK` CRLF; the state stays
             // AUTHORIZATION, and a handshake that fails ends the session.
             #[cfg(feature = "tls")]
@@ -169,6 +170,7 @@ fn states(conn: &mut Connection, ctx: &Context, summary: &mut Summary) -> io::Re
                     authorization.tls_started();
                 }
             }
+            // ANCHOR_END: stls_arm
             authorization::Outcome::Quit(reply) => {
                 let end = if reply.is_ok() {
                     End::Quit

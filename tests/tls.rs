@@ -48,7 +48,8 @@ struct TlsServer {
     /// The certificate's PEM file, for clients to trust.
     pem: PathBuf,
     pem_text: String,
-    dir: TempDir,
+    /// Removed when the server is dropped.
+    _dir: TempDir,
 }
 
 /// A throwaway certificate for 127.0.0.1 and localhost: (certificate PEM, private key PEM).
@@ -87,7 +88,7 @@ fn tls_server(change: impl FnOnce(&mut Config)) -> TlsServer {
         tls: addrs[1].0,
         pem,
         pem_text: cert_pem,
-        dir,
+        _dir: dir,
     }
 }
 
