@@ -231,7 +231,10 @@ fn run(args: Args) -> Result<(), String> {
         );
     }
     if !banner.is_empty() {
-        let _ = writeln!(out, "{banner}");
+        let _ = writeln!(
+            out,
+            "{banner}\nStop the server with Ctrl-C. Set RUST_LOG=popstate=trace to see every line on the wire."
+        );
     }
     let _ = out.flush();
     drop(out);
@@ -342,7 +345,7 @@ fn demo_banner(root: &str, address: &str) -> String {
          Try it in another terminal:\n\
          \n    telnet {host} {port}\n\
          \n    USER alice\n    PASS wonderland\n    STAT\n    LIST\n    RETR 2\n    DELE 1\n    QUIT\n\
-         \nStop the server with Ctrl-C. Set RUST_LOG=popstate=trace to see every line on the wire.",
+         ",
         users.join(", ")
     )
 }
@@ -445,7 +448,7 @@ mod tls_flags {
         }
         let pem = pem_file.display();
         banner.push_str(&format!(
-            "\n\nWith TLS (a throwaway self-signed certificate, saved in {pem}):\n"
+            "\nWith TLS (a throwaway self-signed certificate, saved in {pem}):\n"
         ));
         if let Some(plain) = plain {
             banner.push_str(&format!(
@@ -457,6 +460,7 @@ mod tls_flags {
                 "\n    curl --cacert {pem} pop3s://alice:wonderland@{tls}/1"
             ));
         }
+        banner.push('\n');
         Ok(certificate)
     }
 }
