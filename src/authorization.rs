@@ -1,6 +1,7 @@
 //! The AUTHORIZATION state (RFC 1939 §4, §7): the client says who it is.
 //!
-//! Commands: `USER name`, `PASS password`, `QUIT`, `CAPA` (RFC 2449).
+//! Commands: `USER name`, `PASS password`, `QUIT`, `CAPA` (RFC 2449), and with the `tls`
+//! feature `STLS` (RFC 2595 §4), after which the client is still here, inside TLS.
 //!
 //! The state ends with a PASS that is right *and* gets the maildrop's exclusive lock (on to
 //! TRANSACTION), with QUIT (the connection closes and nothing changes), or with a dropped
@@ -10,7 +11,7 @@
 use std::thread;
 use std::time::Duration;
 
-use crate::capa::{capa, not_offered};
+use crate::capa::{self, capa, not_offered};
 use crate::command::Command;
 use crate::maildrop::{Maildrop, OpenError, Store};
 use crate::protocol::{self, Reply};
@@ -34,6 +35,9 @@ pub enum Outcome {
     /// Reply and close the connection: QUIT, or too many wrong passwords. Either way, nothing
     /// in any maildrop changes (RFC 1939 §6: UPDATE only follows TRANSACTION).
     Quit(Reply),
+    /// Reply `+OK` to STLS, then run the TLS handshake and stay in AUTHORIZATION (tls.rs).
+    #[cfg(feature = "tls")]
+    StartTls(Reply),
 }
 
 /// How wrong passwords are treated (defaults and reasons in limits.rs).
@@ -43,6 +47,9 @@ pub struct LoginPolicy {
     pub failure_delay: Duration,
     /// Wrong passwords before the session is closed.
     pub max_failures: u32,
+    /// Refuse passwords sent in clear text: USER and PASS only once TLS is active (RFC 2595
+    /// §2.3, `--require-tls`).
+    pub require_tls: bool,
 }
 
 /// The AUTHORIZATION state of one session.
@@ -54,6 +61,10 @@ pub struct Authorization<'a> {
     failures: u32,
     /// The name from a USER just accepted; PASS must come next (RFC 1939 §7).
     user: Option<String>,
+    /// TLS protects the connection: implicit TLS, or a completed STLS.
+    tls_active: bool,
+    /// The server has a certificate, so STLS may be offered while TLS is not active.
+    stls_available: bool,
 }
 
 impl<'a> Authorization<'a> {
@@ -64,6 +75,28 @@ impl<'a> Authorization<'a> {
             policy,
             failures: 0,
             user: None,
+            tls_active: false,
+            stls_available: false,
+        }
+    }
+
+    /// The server has a certificate: STLS is offered until TLS is active.
+    pub fn offer_stls(&mut self) {
+        self.stls_available = true;
+    }
+
+    /// The TLS handshake is done (STLS or implicit TLS). The state is still AUTHORIZATION
+    /// (RFC 2595 §4, RFC 8314 §3.2); CAPA changes, so clients ask again.
+    pub fn tls_started(&mut self) {
+        self.tls_active = true;
+    }
+
+    /// What CAPA may announce now (RFC 2595 §4: STLS only while it can be used; §2.3: no
+    /// clear-text login method while passwords would cross the wire unprotected).
+    fn offer(&self) -> capa::Offer {
+        capa::Offer {
+            stls: self.stls_available && !self.tls_active,
+            clear_text_logins: self.tls_active || !self.policy.require_tls,
         }
     }
 
@@ -81,7 +114,9 @@ impl<'a> Authorization<'a> {
             "USER" => Outcome::Stay(self.user(cmd)),
             "PASS" => self.pass(cmd, pending_user),
             "QUIT" => quit(cmd),
-            "CAPA" => Outcome::Stay(capa(cmd)),
+            "CAPA" => Outcome::Stay(capa(cmd, &self.offer())),
+            #[cfg(feature = "tls")]
+            "STLS" => self.stls(cmd),
             other => Outcome::Stay(not_here(other)),
         }
     }
@@ -98,6 +133,9 @@ impl<'a> Authorization<'a> {
     fn user(&mut self, cmd: &Command) -> Reply {
         if let Err(e) = cmd.expect_args(1, 1, "USER name") {
             return Reply::Err(e);
+        }
+        if let Some(refusal) = self.needs_tls() {
+            return refusal;
         }
         let name = &cmd.args[0];
         if let Err(e) = check_name(name) {
@@ -119,6 +157,9 @@ impl<'a> Authorization<'a> {
     /// RFC 1939 §7: the password is the rest of the line, spaces included. RFC 1939 §4: the
     /// maildrop is locked before `+OK`, and a failure leaves no lock behind.
     fn pass(&mut self, cmd: &Command, pending_user: Option<String>) -> Outcome {
+        if let Some(refusal) = self.needs_tls() {
+            return Outcome::Stay(refusal);
+        }
         let Some(name) = pending_user else {
             return Outcome::Stay(Reply::Err(
                 "PASS must come right after USER: send USER name first".into(),
@@ -165,6 +206,46 @@ impl<'a> Authorization<'a> {
         }
     }
     // ANCHOR_END: pass
+
+    // ANCHOR: needs_tls
+    /// With `--require-tls`, the refusal for a clear-text login before TLS (RFC 2595 §2.3). No
+    /// `[AUTH]` code: the credentials were not even looked at.
+    fn needs_tls(&self) -> Option<Reply> {
+        (self.policy.require_tls && !self.tls_active).then(|| {
+            Reply::Err(
+                "this server takes passwords only over TLS: send STLS first, or connect to its TLS port"
+                    .into(),
+            )
+        })
+    }
+    // ANCHOR_END: needs_tls
+
+    // ANCHOR: stls
+    /// ```text
+    /// STLS
+    ///   +OK   (then the TLS handshake, right after the CRLF; the state stays AUTHORIZATION)
+    ///   -ERR  TLS is active already, the server has no certificate, or arguments were given
+    /// ```
+    /// RFC 2595 §4. The handshake itself is the session loop's business (session.rs,
+    /// `fn start_tls`), and a name from USER is forgotten, like after any other command.
+    #[cfg(feature = "tls")]
+    fn stls(&self, cmd: &Command) -> Outcome {
+        if let Err(e) = cmd.expect_args(0, 0, "STLS") {
+            return Outcome::Stay(Reply::Err(e));
+        }
+        if self.tls_active {
+            return Outcome::Stay(Reply::Err(
+                "TLS is already active on this connection (RFC 2595 section 4)".into(),
+            ));
+        }
+        if !self.stls_available {
+            return Outcome::Stay(Reply::Err(
+                "STLS is not available: this server has no certificate (--tls-cert); log in with USER and PASS".into(),
+            ));
+        }
+        Outcome::StartTls(Reply::Ok("begin TLS negotiation".into()))
+    }
+    // ANCHOR_END: stls
 }
 
 /// ```text

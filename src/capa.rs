@@ -9,17 +9,36 @@
 //! ```
 //!
 //! The list is the same in both states, which satisfies RFC 2449 §5's rule that what is announced
-//! before login is announced after it too. Each tag is a promise the code keeps.
+//! before login is announced after it too, with two exceptions that RFC 2595 makes: `STLS` is
+//! listed only while it can be used (§4: before login, without TLS), and `USER` is left out
+//! while `--require-tls` refuses clear-text passwords (§2.3). Each tag is a promise the code keeps.
 
 use crate::command::Command;
 use crate::protocol::Reply;
+
+/// What the session can do right now, for the lines of CAPA that change.
+#[derive(Debug, Clone, Copy)]
+pub struct Offer {
+    /// STLS can be used now (RFC 2595 §4).
+    pub stls: bool,
+    /// USER/PASS may be used now (RFC 2449 §6.2; RFC 2595 §2.3).
+    pub clear_text_logins: bool,
+}
+
+impl Offer {
+    /// After login: STLS is over (RFC 2595 §4), and USER was how the client got here.
+    pub const TRANSACTION: Offer = Offer {
+        stls: false,
+        clear_text_logins: true,
+    };
+}
 
 // ANCHOR: capabilities
 /// One line per capability, in RFC 2449 §6's words.
 pub const CAPABILITIES: &[&str] = &[
     // TOP msg n works (§6.1, RFC 1939 §7).
     "TOP",
-    // USER/PASS is the login method (§6.2).
+    // USER/PASS is the login method (§6.2); left out while it is refused (see `Offer`).
     "USER",
     // Unique-ids are stable across sessions (§6.8, RFC 1939 §7).
     "UIDL",
@@ -40,7 +59,14 @@ pub fn not_offered(keyword: &str) -> Option<String> {
     let (what, rfc) = match keyword {
         "APOP" => ("APOP", "RFC 1939 section 7"),
         "AUTH" => ("SASL AUTH", "RFC 5034"),
+        #[cfg(not(feature = "tls"))]
         "STLS" => ("STLS (TLS)", "RFC 2595"),
+        #[cfg(feature = "tls")]
+        "STLS" => {
+            return Some(
+                "STLS is only valid before login (RFC 2595 section 4): QUIT and connect again to start TLS first".into(),
+            );
+        }
         "UTF8" | "LANG" => ("UTF8 and LANG", "RFC 6856"),
         _ => return None,
     };
@@ -56,11 +82,19 @@ pub fn not_offered(keyword: &str) -> Option<String> {
 ///   -ERR  CAPA takes no arguments
 /// ```
 /// RFC 2449 §5.
-pub fn capa(cmd: &Command) -> Reply {
+pub fn capa(cmd: &Command, offer: &Offer) -> Reply {
     if !cmd.args.is_empty() {
         return Reply::Err("CAPA takes no arguments: send just CAPA".into());
     }
-    let mut lines: Vec<String> = CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    let mut lines: Vec<String> = CAPABILITIES
+        .iter()
+        .filter(|c| offer.clear_text_logins || **c != "USER")
+        .map(|c| c.to_string())
+        .collect();
+    if offer.stls {
+        // RFC 2595 §4.
+        lines.push("STLS".to_string());
+    }
     // §6.9: a free-form name and version, for people; clients must not act on it.
     lines.push(format!(
         "IMPLEMENTATION popstate-{}",

@@ -297,9 +297,6 @@ pub fn banner(demo: &Demo, hosts: &[std::net::IpAddr], port: u16) -> String {
         ));
         text.push_str(&accounts_table(&demo.students));
     }
-    text.push_str(
-        "\nStop the server with Ctrl-C. Set RUST_LOG=popstate=trace to see every line on the wire.",
-    );
     text
 }
 // ANCHOR_END: banner

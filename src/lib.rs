@@ -20,6 +20,7 @@
 //! | [`classroom`]     | `--trace`: the dialogue on the server's terminal  |                |
 //! | [`limits`]        | every deliberate limit, with its reason           | 1939 §3, §13   |
 //! | [`demo`]          | the demo maildrop that `cargo run` serves         |                |
+//! | `tls`             | STLS and implicit TLS (cargo feature `tls`)       | 2595; 8314     |
 
 pub mod addresses;
 pub mod authorization;
@@ -34,6 +35,8 @@ pub mod maildrop;
 pub mod protocol;
 pub mod server;
 pub mod session;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod transaction;
 pub mod update;
 pub mod users;

@@ -1,7 +1,7 @@
 //! The `popstate` command: parse flags, start logging, bind, serve.
 
 use std::io::{IsTerminal, Write};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use popstate::authorization::LoginPolicy;
 use popstate::board::Board;
 use popstate::classroom::Trace;
 use popstate::maildir::MaildirStore;
-use popstate::server::{Config, Server};
+use popstate::server::{Config, Security, Server};
 use popstate::users::Users;
 use popstate::{addresses, demo, limits};
 
@@ -21,9 +21,27 @@ use popstate::{addresses, demo, limits};
 /// With no flags it serves a fresh demo maildrop on 127.0.0.1:1110.
 #[derive(FromArgs)]
 struct Args {
-    /// address and port to listen on (default 127.0.0.1:1110)
-    #[argh(option, default = "String::from(\"127.0.0.1:1110\")")]
-    listen: String,
+    /// address and port to listen on (default 127.0.0.1:1110, unless only --listen-tls is given)
+    #[argh(option)]
+    listen: Option<String>,
+    /// address and port for implicit TLS, e.g. 0.0.0.0:995 (RFC 8314): the TLS handshake
+    /// comes first, then the greeting (needs --tls-cert and --tls-key)
+    #[cfg(feature = "tls")]
+    #[argh(option)]
+    listen_tls: Option<String>,
+    /// PEM certificate chain (server certificate first) for STLS and --listen-tls
+    #[cfg(feature = "tls")]
+    #[argh(option)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[cfg(feature = "tls")]
+    #[argh(option)]
+    tls_key: Option<PathBuf>,
+    /// refuse USER/PASS until TLS is active (STLS or --listen-tls), and leave USER out of CAPA
+    /// until then (RFC 2595 section 2.3)
+    #[cfg(feature = "tls")]
+    #[argh(switch)]
+    require_tls: bool,
     /// folder with one Maildir per user, <DIR>/<user>/{new,cur,tmp} (needs --users)
     #[argh(option)]
     maildir_root: Option<PathBuf>,
@@ -147,25 +165,43 @@ fn run(args: Args) -> Result<(), String> {
     if students > 0 && (args.maildir_root.is_some() || args.users.is_some()) {
         return Err("--classroom makes demo accounts: it cannot be used with --maildir-root or --users (add students to your users file instead)".into());
     }
-    let listener = TcpListener::bind(&args.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    if args.maildir_root.is_some() != args.users.is_some() {
+        return Err(
+            "--maildir-root and --users go together: give both, or neither for the demo".into(),
+        );
+    }
+    // Certificate files are checked before anything binds; tls.rs says what is wrong with them.
+    #[cfg(feature = "tls")]
+    let certificate = tls_flags::certificate(&args)?;
+
+    let mut listeners = Vec::new();
+    if let Some(listen) = plain_address(&args) {
+        let listener =
+            TcpListener::bind(&listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        listeners.push((listener, Security::Plain));
+    }
+    #[cfg(feature = "tls")]
+    if let Some(listen) = &args.listen_tls {
+        let listener = TcpListener::bind(listen)
+            .map_err(|e| format!("cannot listen on {listen} (--listen-tls): {e}"))?;
+        listeners.push((listener, Security::ImplicitTls));
+    }
+    let address = match listeners.first() {
+        Some((listener, _)) => listener.local_addr().map_err(|e| e.to_string())?,
+        None => return Err("nothing to listen on".into()),
+    };
     let hosts = addresses::hosts_for(&address);
 
-    let (maildir_root, users_file, demo_banner) = match (args.maildir_root, args.users) {
-        (Some(root), Some(users)) => (root, users, None),
-        (None, None) => {
-            let demo = demo::create_in_temp(address.port(), students)
-                .map_err(|e| format!("cannot create the demo maildrop: {e}"))?;
-            let banner = demo::banner(&demo, &hosts, address.port());
-            (demo.maildir_root, demo.users_file, Some(banner))
-        }
-        _ => {
-            return Err(
-                "--maildir-root and --users go together: give both, or neither for the demo".into(),
-            );
-        }
-    };
+    let (maildir_root, users_file, banner, demo_root) =
+        match (args.maildir_root.clone(), args.users.clone()) {
+            (Some(root), Some(users)) => (root, users, String::new(), None),
+            _ => {
+                let demo = demo::create_in_temp(address.port(), students)
+                    .map_err(|e| format!("cannot create the demo maildrop: {e}"))?;
+                let banner = demo::banner(&demo, &hosts, address.port());
+                (demo.maildir_root, demo.users_file, banner, Some(demo.root))
+            }
+        };
     if !maildir_root.is_dir() {
         return Err(format!(
             "--maildir-root {}: not a folder",
@@ -186,8 +222,9 @@ fn run(args: Args) -> Result<(), String> {
         login: LoginPolicy {
             failure_delay: Duration::from_millis(args.auth_failure_delay_ms),
             max_failures: args.max_auth_failures,
+            require_tls: false,
         },
-        classroom: match (args.trace, args.trace_user) {
+        classroom: match (args.trace, args.trace_user.clone()) {
             (_, Some(user)) => Trace::User(user),
             (true, None) => Trace::All,
             (false, None) => Trace::Off,
@@ -195,31 +232,62 @@ fn run(args: Args) -> Result<(), String> {
         board: args
             .board
             .then(|| Board::new(connect_line(&hosts, address.port()))),
+        #[cfg(feature = "tls")]
+        tls: None,
     };
+    #[cfg(feature = "tls")]
+    let (config, banner) = tls_flags::apply(
+        &args,
+        certificate,
+        demo_root.as_deref(),
+        config,
+        &mut listeners,
+        banner,
+    )?;
+    let _ = demo_root;
+    let mut addresses = Vec::new();
+    for (listener, security) in &listeners {
+        addresses.push((listener.local_addr().map_err(|e| e.to_string())?, *security));
+    }
+    warn_about_clear_text(&addresses, &config);
     let server_board = config.board.clone();
-    let server = Server::new(
-        listener,
+    let clear_text_reachable = addresses
+        .iter()
+        .any(|(a, s)| *s == Security::Plain && !a.ip().is_loopback())
+        && !config.login.require_tls;
+    let server = Server::with_listeners(
+        listeners,
         users,
         Box::new(MaildirStore::new(maildir_root)),
         config,
     );
     // A closed standard output (say, `popstate | head -1`) must not stop the server.
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "popstate {} listening on {address}",
-        env!("CARGO_PKG_VERSION")
-    );
-    if !address.ip().is_loopback() {
+    for (address, security) in &addresses {
+        let how = match security {
+            Security::Plain => "listening on",
+            #[cfg(feature = "tls")]
+            Security::ImplicitTls => "listening with implicit TLS (pop3s) on",
+        };
         let _ = writeln!(
             out,
-            "Warning: {address} can be reached from other machines, and POP3 sends USER and \
-             PASS in clear text: anyone on the network path can read them. Use throwaway \
-             passwords (as the demo's are), or a trusted network."
+            "popstate {} {how} {address}",
+            env!("CARGO_PKG_VERSION")
         );
     }
-    if let Some(banner) = demo_banner {
-        let _ = writeln!(out, "{banner}");
+    if clear_text_reachable {
+        let _ = writeln!(
+            out,
+            "Warning: other machines can reach this server, and POP3 sends USER and PASS in \
+             clear text: anyone on the network path can read them. Use throwaway passwords \
+             (as the demo's are), or a trusted network."
+        );
+    }
+    if !banner.is_empty() {
+        let _ = writeln!(
+            out,
+            "{banner}\nStop the server with Ctrl-C. Set RUST_LOG=popstate=trace to see every line on the wire."
+        );
     }
     let _ = out.flush();
     drop(out);
@@ -230,6 +298,39 @@ fn run(args: Args) -> Result<(), String> {
     }
     server.serve();
     Ok(())
+}
+
+/// The plain listener's address: `--listen`, or the default unless only `--listen-tls` was given.
+fn plain_address(args: &Args) -> Option<String> {
+    #[cfg(feature = "tls")]
+    let tls_only = args.listen_tls.is_some();
+    #[cfg(not(feature = "tls"))]
+    let tls_only = false;
+    match &args.listen {
+        Some(address) => Some(address.clone()),
+        None if tls_only => None,
+        None => Some("127.0.0.1:1110".to_string()),
+    }
+}
+
+/// RFC 8314 §3 and RFC 2595 §2.3: passwords should not cross a network in clear text. A plain
+/// listener on a loopback address stays on this machine; any other one is worth a warning unless
+/// logins there wait for STLS.
+fn warn_about_clear_text(addresses: &[(SocketAddr, Security)], config: &Config) {
+    for (address, security) in addresses {
+        if *security == Security::Plain && !address.ip().is_loopback() && !config.login.require_tls
+        {
+            warn!(
+                "{address} is not a loopback address, and USER/PASS there cross the network in \
+                 clear text: {}",
+                if cfg!(feature = "tls") {
+                    "add --require-tls (clients must send STLS first), or serve only --listen-tls"
+                } else {
+                    "build with --features tls and serve it with a certificate"
+                }
+            );
+        }
+    }
 }
 
 /// The session limit that the open-file limit can carry. A logged-in session holds two file
@@ -296,5 +397,123 @@ fn connect_line(hosts: &[std::net::IpAddr], port: u16) -> String {
     match hosts.first() {
         Some(host) => format!("telnet {host} {port}"),
         None => format!("telnet ADDRESS {port} (see ip addr)"),
+    }
+}
+
+/// The TLS flags (cargo feature `tls`): `--tls-cert`, `--tls-key`, `--listen-tls`,
+/// `--require-tls`, and the demo's throwaway certificate.
+#[cfg(feature = "tls")]
+mod tls_flags {
+    use std::net::{SocketAddr, TcpListener};
+    use std::path::Path;
+
+    use popstate::server::{Config, Security};
+    use popstate::tls::Certificate;
+
+    use super::Args;
+
+    /// Port of the demo's implicit-TLS listener: the plain port plus this (1110 -> 1995, as
+    /// 110 -> 995).
+    const DEMO_TLS_PORT_OFFSET: u16 = 885;
+
+    /// The certificate from `--tls-cert`/`--tls-key`, or `None` (the demo then makes one).
+    pub fn certificate(args: &Args) -> Result<Option<Certificate>, String> {
+        let demo = args.maildir_root.is_none();
+        let certificate = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(Certificate::load(cert, key)?),
+            (None, None) => None,
+            _ => return Err("--tls-cert and --tls-key go together: give both".into()),
+        };
+        if certificate.is_none() && !demo {
+            for (flag, given) in [
+                ("--listen-tls", args.listen_tls.is_some()),
+                ("--require-tls", args.require_tls),
+            ] {
+                if given {
+                    return Err(format!(
+                        "{flag} needs a certificate: give --tls-cert and --tls-key"
+                    ));
+                }
+            }
+        }
+        Ok(certificate)
+    }
+
+    /// Puts the certificate and `--require-tls` into the settings. The demo without
+    /// `--tls-cert` gets a self-signed certificate saved beside its maildrop, and an
+    /// implicit-TLS listener unless `--listen-tls` names one.
+    pub fn apply(
+        args: &Args,
+        certificate: Option<Certificate>,
+        demo_root: Option<&Path>,
+        mut config: Config,
+        listeners: &mut Vec<(TcpListener, Security)>,
+        mut banner: String,
+    ) -> Result<(Config, String), String> {
+        config.login.require_tls = args.require_tls;
+        config.tls = match (certificate, demo_root) {
+            (Some(certificate), _) => Some(certificate),
+            (None, Some(root)) => Some(demo_certificate(args, root, listeners, &mut banner)?),
+            (None, None) => None,
+        };
+        Ok((config, banner))
+    }
+
+    fn demo_certificate(
+        args: &Args,
+        root: &Path,
+        listeners: &mut Vec<(TcpListener, Security)>,
+        banner: &mut String,
+    ) -> Result<Certificate, String> {
+        let first = match listeners.first() {
+            Some((listener, _)) => listener.local_addr().map_err(|e| e.to_string())?,
+            None => return Err("nothing to listen on".into()),
+        };
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        if !names.contains(&first.ip().to_string()) {
+            names.push(first.ip().to_string());
+        }
+        let (certificate, pem) = Certificate::self_signed(&names)?;
+        let pem_file = root.join("cert.pem");
+        std::fs::write(&pem_file, pem)
+            .map_err(|e| format!("cannot save the demo certificate: {e}"))?;
+        if args.listen_tls.is_none() {
+            let port = match first.port() {
+                0 => 0,
+                port => port.checked_add(DEMO_TLS_PORT_OFFSET).unwrap_or(0),
+            };
+            // The port beside the plain one is only a convenience: when it is taken, any free
+            // port will do (the banner says which).
+            let address = SocketAddr::new(first.ip(), port);
+            let listener = TcpListener::bind(address)
+                .or_else(|_| TcpListener::bind(SocketAddr::new(first.ip(), 0)))
+                .map_err(|e| format!("cannot listen on {address} for the demo's TLS: {e}"))?;
+            listeners.push((listener, Security::ImplicitTls));
+        }
+        let mut plain = None;
+        let mut tls = None;
+        for (listener, security) in listeners.iter() {
+            let address = listener.local_addr().map_err(|e| e.to_string())?;
+            match security {
+                Security::Plain => plain = plain.or(Some(address)),
+                Security::ImplicitTls => tls = tls.or(Some(address)),
+            }
+        }
+        let pem = pem_file.display();
+        banner.push_str(&format!(
+            "\nWith TLS (a throwaway self-signed certificate, saved in {pem}):\n"
+        ));
+        if let Some(plain) = plain {
+            banner.push_str(&format!(
+                "\n    openssl s_client -quiet -starttls pop3 -connect {plain} -CAfile {pem}"
+            ));
+        }
+        if let Some(tls) = tls {
+            banner.push_str(&format!(
+                "\n    curl --cacert {pem} pop3s://alice:wonderland@{tls}/1"
+            ));
+        }
+        banner.push('\n');
+        Ok(certificate)
     }
 }

@@ -2,7 +2,8 @@
 //! service by listening on TCP port 110").
 //!
 //! The accept loop takes a connection, checks the session limits, and starts a named thread
-//! that runs `session::run` on it. Threads share only read-only things (the users, the store,
+//! that runs `session::run` on it. With the `tls` feature a second listener may serve implicit
+//! TLS (RFC 8314, port 995): its threads do the TLS handshake first. Threads share only read-only things (the users, the store,
 //! the settings) and the session counts, so a session can fail or panic without touching any
 //! other.
 
@@ -21,7 +22,7 @@ use crate::board::Board;
 use crate::classroom::Trace;
 use crate::limits;
 use crate::maildrop::Store;
-use crate::session::{self, Context};
+use crate::session::{self, Context, Transport};
 use crate::users::Users;
 
 /// Settings an operator may change (each one is a command-line flag in main.rs; the defaults
@@ -44,6 +45,9 @@ pub struct Config {
     pub classroom: Trace,
     /// The teacher's board (`--board`, board.rs), shared by every session.
     pub board: Option<Arc<Board>>,
+    /// The certificate for STLS and implicit TLS (`--tls-cert`, `--tls-key`; tls.rs).
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::Certificate>,
 }
 
 impl Default for Config {
@@ -56,9 +60,12 @@ impl Default for Config {
             login: LoginPolicy {
                 failure_delay: limits::AUTH_FAILURE_DELAY,
                 max_failures: limits::MAX_AUTH_FAILURES,
+                require_tls: false,
             },
             classroom: Trace::Off,
             board: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -79,16 +86,38 @@ struct Sessions {
     per_ip: HashMap<IpAddr, usize>,
 }
 
+/// What a client finds on a listening socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// POP3 from the first octet (RFC 1939), with STLS if the server has a certificate.
+    Plain,
+    /// A TLS handshake first, then the greeting (RFC 8314 §3.2, port 995).
+    #[cfg(feature = "tls")]
+    ImplicitTls,
+}
+
 /// A bound POP3 server.
 pub struct Server {
-    listener: TcpListener,
+    listeners: Vec<(TcpListener, Security)>,
     shared: Arc<Shared>,
 }
 
 impl Server {
+    /// A server on one plain listener.
     pub fn new(listener: TcpListener, users: Users, store: Box<dyn Store>, config: Config) -> Self {
+        Server::with_listeners(vec![(listener, Security::Plain)], users, store, config)
+    }
+
+    /// A server on several listeners (say, port 110 and port 995). An implicit-TLS listener
+    /// needs `config.tls`.
+    pub fn with_listeners(
+        listeners: Vec<(TcpListener, Security)>,
+        users: Users,
+        store: Box<dyn Store>,
+        config: Config,
+    ) -> Self {
         Server {
-            listener,
+            listeners,
             shared: Arc::new(Shared {
                 users,
                 store,
@@ -99,48 +128,79 @@ impl Server {
         }
     }
 
+    /// The address of the first listener.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    // ANCHOR: serve
-    /// Accepts connections for ever, one thread each.
-    pub fn serve(self) {
-        for stream in self.listener.incoming() {
-            let stream = match stream {
-                Ok(stream) => stream,
-                Err(e) => {
-                    // Usually out of file descriptors: wait for sessions to end rather than spin.
-                    warn!("accept failed: {e}");
-                    thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-            };
-            let slot = match Slot::take(&self.shared, &stream) {
-                Ok(slot) => slot,
-                Err(why) => {
-                    refuse(stream, &why);
-                    continue;
-                }
-            };
-            let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let spawned = thread::Builder::new()
-                .name(format!("session-{id}"))
-                .stack_size(limits::SESSION_STACK)
-                .spawn(move || serve_client(stream, slot, id));
-            if let Err(e) = spawned {
-                // The closure, with its stream and slot, has been dropped: the client sees the
-                // connection close and the slot is free again.
-                warn!("cannot start a thread for session {id}: {e}");
-            }
+        match self.listeners.first() {
+            Some((listener, _)) => listener.local_addr(),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "no listener")),
         }
     }
-    // ANCHOR_END: serve
+
+    /// Every listener's address and kind.
+    pub fn local_addrs(&self) -> io::Result<Vec<(SocketAddr, Security)>> {
+        self.listeners
+            .iter()
+            .map(|(listener, security)| Ok((listener.local_addr()?, *security)))
+            .collect()
+    }
+
+    /// Serves every listener for ever: the first on this thread, each other one on a thread of
+    /// its own.
+    pub fn serve(self) {
+        let mut listeners = self.listeners.into_iter();
+        let Some((first, security)) = listeners.next() else {
+            return;
+        };
+        for (listener, security) in listeners {
+            let shared = Arc::clone(&self.shared);
+            let spawned = thread::Builder::new()
+                .name("accept".into())
+                .spawn(move || accept_loop(&listener, security, &shared));
+            if let Err(e) = spawned {
+                warn!("cannot start a thread for a second listener: {e}");
+            }
+        }
+        accept_loop(&first, security, &self.shared);
+    }
 }
+
+// ANCHOR: serve
+/// Accepts connections for ever, one thread each.
+fn accept_loop(listener: &TcpListener, security: Security, shared: &Arc<Shared>) {
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Usually out of file descriptors: wait for sessions to end rather than spin.
+                warn!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let slot = match Slot::take(shared, &stream) {
+            Ok(slot) => slot,
+            Err(why) => {
+                refuse(stream, &why);
+                continue;
+            }
+        };
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let spawned = thread::Builder::new()
+            .name(format!("session-{id}"))
+            .stack_size(limits::SESSION_STACK)
+            .spawn(move || serve_client(stream, slot, id, security));
+        if let Err(e) = spawned {
+            // The closure, with its stream and slot, has been dropped: the client sees the
+            // connection close and the slot is free again.
+            warn!("cannot start a thread for session {id}: {e}");
+        }
+    }
+}
+// ANCHOR_END: serve
 
 // ANCHOR: serve_client
 /// The body of a session thread.
-fn serve_client(stream: TcpStream, slot: Slot, id: u64) {
+fn serve_client(stream: TcpStream, slot: Slot, id: u64, security: Security) {
     // Locals are dropped in reverse order, on return and on a panic alike: the slot goes back
     // before the socket closes, so a client that reconnects the moment it sees the close finds
     // its place free.
@@ -165,9 +225,27 @@ fn serve_client(stream: TcpStream, slot: Slot, id: u64) {
         login: shared.config.login,
         classroom: &shared.config.classroom,
         board: shared.config.board.as_ref(),
+        #[cfg(feature = "tls")]
+        stls: shared.config.tls.as_ref(),
     };
-    let input = IdleTimer::new(&stream, shared.config.idle_timeout);
-    let summary = session::run(input, &stream, &ctx, id);
+    let socket = IdleTimer::new(&stream, shared.config.idle_timeout);
+    let summary = match security {
+        Security::Plain => session::run(socket, &ctx, id),
+        #[cfg(feature = "tls")]
+        Security::ImplicitTls => {
+            let handshake = match &shared.config.tls {
+                Some(certificate) => crate::tls::accept(Box::new(socket), certificate),
+                None => Err(io::Error::other("no certificate for implicit TLS")),
+            };
+            match handshake {
+                Ok(tls) => session::run(tls, &ctx, id),
+                Err(e) => {
+                    info!("session {id} from {peer}: ended before the greeting: {e}");
+                    return;
+                }
+            }
+        }
+    };
     info!(
         "session {id} from {peer}: ended ({}); user {}, {} retrieved, {} deleted, {} octets sent",
         summary.end.describe(),
@@ -180,19 +258,18 @@ fn serve_client(stream: TcpStream, slot: Slot, id: u64) {
 // ANCHOR_END: serve_client
 
 // ANCHOR: idle_timer
-/// The autologout timer (RFC 1939 §3) as a reader: a read fails with `TimedOut` when the client
-/// has kept the server waiting for the idle time.
+/// The client's socket with the autologout timer (RFC 1939 §3): a read fails with `TimedOut`
+/// when the client has kept the server waiting for the idle time.
 ///
-/// The wait starts when the session asks for input after a complete command line, so the time
-/// the server spends answering (a long RETR on a slow link) is never counted against the client.
-/// In the middle of a line the wait is not restarted: a plain socket timeout would restart with
-/// every byte, and a client sending one byte a minute could hold a session for ever.
+/// The wait starts when the session asks for a new command (`fn new_wait`), so the time the
+/// server spends answering (a long RETR on a slow link) is never counted against the client. The
+/// deadline is fixed until then: a plain socket timeout would start again with every byte, and a
+/// client sending one byte a minute could hold a session for ever. Under TLS the same timer sits
+/// below the encryption, and bounds the handshake too.
 struct IdleTimer<'a> {
     stream: &'a TcpStream,
     idle: Duration,
     deadline: Instant,
-    /// The last read ended a command line (or nothing was read yet): a new wait begins.
-    line_ended: bool,
     /// The read timeout set on the socket now, if any.
     timeout: Option<Duration>,
 }
@@ -203,19 +280,20 @@ impl<'a> IdleTimer<'a> {
             stream,
             idle,
             deadline: Instant::now() + idle,
-            line_ended: true,
             timeout: None,
         }
     }
 }
 
+impl Transport for IdleTimer<'_> {
+    fn new_wait(&mut self) {
+        self.deadline = Instant::now() + self.idle;
+    }
+}
+
 impl Read for IdleTimer<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let now = Instant::now();
-        if self.line_ended {
-            self.deadline = now + self.idle;
-        }
-        let left = self.deadline.saturating_duration_since(now);
+        let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -228,9 +306,19 @@ impl Read for IdleTimer<'_> {
             self.stream.set_read_timeout(Some(left))?;
             self.timeout = Some(left);
         }
-        let n = (&*self.stream).read(buf)?;
-        self.line_ended = buf[..n].contains(&b'\n');
-        Ok(n)
+        (&*self.stream).read(buf)
+    }
+}
+
+/// Replies go straight to the socket, whose write timeout (`Config::write_timeout`) ends a
+/// session whose client stopped reading.
+impl Write for IdleTimer<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.stream).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self.stream).flush()
     }
 }
 // ANCHOR_END: idle_timer

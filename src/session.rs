@@ -10,6 +10,9 @@
 //! The three states run one after another as straight-line code: a loop for AUTHORIZATION, a
 //! loop for TRANSACTION, then UPDATE. A state never comes back, so there is no state variable to
 //! get wrong. Handlers in the state files decide what to answer; only this file reads and writes.
+//!
+//! The session reads and writes a [`Transport`]: the client's TCP socket (server.rs), or, with
+//! the `tls` feature, the same socket inside TLS (tls.rs). The states cannot tell them apart.
 
 use std::io::{self, BufReader, Read, Write};
 
@@ -35,13 +38,31 @@ pub const GREETING: &str = "popstate ready; log in with USER and PASS (RFC 1939)
 pub struct Context<'a> {
     pub users: &'a Users,
     pub store: &'a dyn Store,
-    /// What a wrong password costs (see authorization.rs).
+    /// What a wrong password costs, and whether logins need TLS (see authorization.rs).
     pub login: LoginPolicy,
     /// Print the dialogue for a classroom (`--trace`, see classroom.rs).
     pub classroom: &'a Trace,
     /// The teacher's board, with `--board` (see board.rs).
     pub board: Option<&'a Arc<Board>>,
+    /// The server's certificate for STLS (RFC 2595), if it has one (`--tls-cert`, tls.rs).
+    #[cfg(feature = "tls")]
+    pub stls: Option<&'a crate::tls::Certificate>,
 }
+
+// ANCHOR: transport
+/// What the session needs from its connection: octets in, octets out, and the autologout timer
+/// (RFC 1939 §3). server.rs gives it the TCP socket; tls.rs wraps that in TLS.
+pub trait Transport: Read + Write {
+    /// The session is about to wait for a new command: the idle time starts again. Only the
+    /// session knows where a command line ends (under TLS the socket sees only ciphertext).
+    fn new_wait(&mut self);
+
+    /// Whether TLS protects this connection.
+    fn is_tls(&self) -> bool {
+        false
+    }
+}
+// ANCHOR_END: transport
 
 /// How a session ended, for its log line.
 #[derive(Debug)]
@@ -83,10 +104,10 @@ pub struct Summary {
 }
 
 // ANCHOR: run
-/// Runs a whole session on a connection. Generic over `Read + Write` so that tests can drive it
-/// with byte buffers as well as sockets.
-pub fn run<R: Read, W: Write>(input: R, output: W, ctx: &Context, id: u64) -> Summary {
-    let mut conn = Connection::new(input, output, id, ctx);
+/// Runs a whole session on a connection: a TCP socket, a socket inside TLS, or in a test, any
+/// [`Transport`] at all.
+pub fn run<'a>(transport: impl Transport + 'a, ctx: &Context, id: u64) -> Summary {
+    let mut conn = Connection::new(Box::new(transport), id, ctx);
     let mut summary = Summary {
         user: None,
         retrieved: 0,
@@ -109,7 +130,7 @@ pub fn run<R: Read, W: Write>(input: R, output: W, ctx: &Context, id: u64) -> Su
     // The last reply may still sit in the buffer (say, the client sent more after QUIT). After a
     // timeout or a failed write there is no point: the flush would only wait again.
     if !matches!(summary.end, End::Failed(_) | End::TimedOut)
-        && let Err(e) = conn.output.flush()
+        && let Err(e) = conn.flush()
     {
         summary.end = End::Failed(e);
     }
@@ -127,21 +148,37 @@ pub fn run<R: Read, W: Write>(input: R, output: W, ctx: &Context, id: u64) -> Su
 // ANCHOR: states
 /// Greeting, AUTHORIZATION, TRANSACTION, UPDATE, in that order. Each `return` before UPDATE
 /// leaves the maildrop as it was: dropping the `Transaction` drops its marks and its lock.
-fn states<R: Read, W: Write>(
-    conn: &mut Connection<R, W>,
-    ctx: &Context,
-    summary: &mut Summary,
-) -> io::Result<End> {
+fn states(conn: &mut Connection, ctx: &Context, summary: &mut Summary) -> io::Result<End> {
+    let mut authorization = Authorization::new(ctx.users, ctx.store, ctx.login);
+    // On an implicit-TLS port (RFC 8314 §3.2) the handshake came first: logins are safe now.
+    if conn.is_tls() {
+        authorization.tls_started();
+    }
+    #[cfg(feature = "tls")]
+    if ctx.stls.is_some() {
+        authorization.offer_stls();
+    }
     conn.send(Reply::Ok(GREETING.into()))?;
 
     debug!("session {}: AUTHORIZATION", conn.id);
-    let mut authorization = Authorization::new(ctx.users, ctx.store, ctx.login);
     let (user, maildrop) = loop {
         let Some(line) = conn.next_command()? else {
             return Ok(End::Closed);
         };
         match authorization.handle(&line) {
             authorization::Outcome::Stay(reply) => conn.send(reply)?,
+            // ANCHOR: stls_arm
+            // RFC 2595 §4: the handshake starts right after `+OK` CRLF; the state stays
+            // AUTHORIZATION, and a handshake that fails ends the session.
+            #[cfg(feature = "tls")]
+            authorization::Outcome::StartTls(reply) => {
+                conn.send(reply)?;
+                if let Some(certificate) = ctx.stls {
+                    conn.start_tls(certificate)?;
+                    authorization.tls_started();
+                }
+            }
+            // ANCHOR_END: stls_arm
             authorization::Outcome::Quit(reply) => {
                 let end = if reply.is_ok() {
                     End::Quit
@@ -194,10 +231,13 @@ fn states<R: Read, W: Write>(
 }
 // ANCHOR_END: states
 
-/// The connection: buffered input and output, and the wire log.
-struct Connection<R: Read, W: Write> {
-    input: BufReader<R>,
-    output: Output<W>,
+/// The connection: the transport with its input buffer, the replies waiting to go out, and the
+/// wire log.
+struct Connection<'a> {
+    /// Replies are written to the transport too, through `input.get_mut()`: under TLS one object
+    /// does both, so it cannot be split into a reader and a writer.
+    input: BufReader<Box<dyn Transport + 'a>>,
+    output: Output,
     id: u64,
     /// The classroom view, when the server runs with `--trace`.
     view: Option<Classroom>,
@@ -214,12 +254,11 @@ const INPUT_BUFFER: usize = 512;
 /// need (an idle session that answered short lines holds a few hundred octets, not this).
 const OUTPUT_LIMIT: usize = 4 * 1024;
 
-impl<R: Read, W: Write> Connection<R, W> {
-    fn new(input: R, output: W, id: u64, ctx: &Context) -> Self {
+impl<'a> Connection<'a> {
+    fn new(transport: Box<dyn Transport + 'a>, id: u64, ctx: &Context) -> Self {
         Connection {
-            input: BufReader::with_capacity(INPUT_BUFFER, input),
+            input: BufReader::with_capacity(INPUT_BUFFER, transport),
             output: Output {
-                inner: output,
                 waiting: Vec::new(),
                 sent: 0,
             },
@@ -227,6 +266,10 @@ impl<R: Read, W: Write> Connection<R, W> {
             view: Classroom::new(id, ctx.classroom, ctx.board),
             seat: ctx.board.map(|board| board.seat(id)),
         }
+    }
+
+    fn is_tls(&self) -> bool {
+        self.input.get_ref().is_tls()
     }
 
     fn enter(&mut self, state: &'static str, detail: &str) {
@@ -244,6 +287,7 @@ impl<R: Read, W: Write> Connection<R, W> {
     /// counts as a failed command there (a USER waiting for its PASS is forgotten, for one).
     /// `None`: the client has gone.
     fn next_command(&mut self) -> io::Result<Option<Result<Command, String>>> {
+        self.input.get_mut().new_wait();
         let bytes = match protocol::read_line(&mut self.input)? {
             None => return Ok(None),
             Some(Line::TooLong) => {
@@ -272,20 +316,59 @@ impl<R: Read, W: Write> Connection<R, W> {
     /// and a client that sent half of its next line still gets the reply to the previous one.
     fn send(&mut self, reply: Reply) -> io::Result<()> {
         trace!("session {} S: {}", self.id, reply.status_line());
+        let mut out = Sending {
+            output: &mut self.output,
+            to: self.input.get_mut(),
+        };
         match &self.view {
-            Some(view) => protocol::write_reply(&mut view.watch(&mut self.output), reply)?,
-            None => protocol::write_reply(&mut self.output, reply)?,
+            Some(view) => protocol::write_reply(&mut view.watch(&mut out), reply)?,
+            None => protocol::write_reply(&mut out, reply)?,
         };
         if !self.input.buffer().contains(&b'\n') {
-            self.output.flush()?;
+            self.flush()?;
         }
         Ok(())
     }
     // ANCHOR_END: send
 
+    /// Sends every reply still waiting.
+    fn flush(&mut self) -> io::Result<()> {
+        Sending {
+            output: &mut self.output,
+            to: self.input.get_mut(),
+        }
+        .flush()
+    }
+
     fn sent(&self) -> u64 {
         self.output.sent
     }
+}
+
+/// STLS, with the `tls` feature (RFC 2595 §4).
+#[cfg(feature = "tls")]
+impl Connection<'_> {
+    // ANCHOR: start_tls
+    /// Sends the `+OK` to STLS, forgets whatever the client sent after STLS, and goes on inside
+    /// TLS once the handshake is done; an error here ends the session.
+    fn start_tls(&mut self, certificate: &crate::tls::Certificate) -> io::Result<()> {
+        self.flush()?;
+        // RFC 2595 says TLS begins right after the CRLF of `+OK`. Octets already here came in
+        // clear text, where anyone on the path could have added them: they are dropped unread,
+        // never run as commands inside TLS (the STARTTLS injection of CVE-2011-0411).
+        let injected = self.input.buffer().len();
+        if injected > 0 {
+            log::warn!(
+                "session {}: discarded {injected} octets sent after STLS before the TLS handshake",
+                self.id
+            );
+        }
+        std::io::BufRead::consume(&mut self.input, injected);
+        crate::tls::start(self.input.get_mut(), certificate)?;
+        self.enter("AUTHORIZATION", " inside TLS");
+        Ok(())
+    }
+    // ANCHOR_END: start_tls
 }
 
 /// A command line for the log and the classroom view: the PASS argument hidden, and anything
@@ -303,41 +386,47 @@ fn masked(line: &[u8]) -> String {
 /// The reply side of the connection: a buffer that starts empty and grows only as far as the
 /// replies need (up to [`OUTPUT_LIMIT`]), and a count of the octets that reached the client.
 /// (`std::io::BufWriter` would reserve its whole capacity for every session up front.)
-struct Output<W> {
-    inner: W,
+struct Output {
     waiting: Vec<u8>,
     sent: u64,
 }
 
-impl<W: Write> Output<W> {
+/// The output buffer and the transport it empties into, borrowed together while a reply is
+/// written.
+struct Sending<'s, 'a> {
+    output: &'s mut Output,
+    to: &'s mut Box<dyn Transport + 'a>,
+}
+
+impl Sending<'_, '_> {
     fn send_waiting(&mut self) -> io::Result<()> {
-        if !self.waiting.is_empty() {
-            self.inner.write_all(&self.waiting)?;
-            self.sent += self.waiting.len() as u64;
-            self.waiting.clear();
+        if !self.output.waiting.is_empty() {
+            self.to.write_all(&self.output.waiting)?;
+            self.output.sent += self.output.waiting.len() as u64;
+            self.output.waiting.clear();
         }
         Ok(())
     }
 }
 
-impl<W: Write> Write for Output<W> {
+impl Write for Sending<'_, '_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.waiting.len() + buf.len() > OUTPUT_LIMIT {
+        if self.output.waiting.len() + buf.len() > OUTPUT_LIMIT {
             self.send_waiting()?;
         }
         if buf.len() >= OUTPUT_LIMIT {
             // A large piece (a message being sent) goes straight through.
-            self.inner.write_all(buf)?;
-            self.sent += buf.len() as u64;
+            self.to.write_all(buf)?;
+            self.output.sent += buf.len() as u64;
         } else {
-            self.waiting.extend_from_slice(buf);
+            self.output.waiting.extend_from_slice(buf);
         }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.send_waiting()?;
-        self.inner.flush()
+        self.to.flush()
     }
 }
 

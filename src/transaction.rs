@@ -8,7 +8,7 @@
 //! The state ends with QUIT, which moves on to UPDATE, or with a dropped connection or the idle
 //! timer, which end the session without UPDATE: every mark is forgotten.
 
-use crate::capa::{capa, not_offered};
+use crate::capa::{Offer, capa, not_offered};
 use crate::command::{Command, parse_number};
 use crate::maildrop::Maildrop;
 use crate::protocol::{self, Reply};
@@ -61,7 +61,7 @@ impl Transaction {
             "RSET" => self.rset(cmd),
             "TOP" => self.top(cmd),
             "UIDL" => self.uidl(cmd),
-            "CAPA" => Ok(capa(cmd)),
+            "CAPA" => Ok(capa(cmd, &Offer::TRANSACTION)),
             "QUIT" => match quit(cmd) {
                 Ok(()) => return Outcome::Quit,
                 Err(e) => Err(e),
