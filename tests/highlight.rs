@@ -42,18 +42,18 @@ fn output_html_list(toml: &str, key: &str) -> Vec<String> {
         let t = line.trim();
         if t.starts_with('[') {
             in_table = t == "[output.html]";
-        } else if in_table {
-            if let Some(value) = t.strip_prefix(key) {
-                let value = value.trim_start();
-                if let Some(list) = value.strip_prefix('=') {
-                    return list
-                        .split('"')
-                        .skip(1)
-                        .step_by(2)
-                        .map(str::to_string)
-                        .collect();
-                }
-            }
+        } else if let Some(list) = t
+            .strip_prefix(key)
+            .filter(|_| in_table)
+            .and_then(|rest| rest.trim_start().strip_prefix('='))
+        {
+            // The quoted strings are every other piece between the `"`s.
+            return list
+                .split('"')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect();
         }
     }
     Vec::new()
