@@ -1,6 +1,7 @@
 //! The AUTHORIZATION state (RFC 1939 §4, §7): the client says who it is.
 //!
-//! Commands: `USER name`, `PASS password`, `QUIT`, `CAPA` (RFC 2449).
+//! Commands: `USER name`, `PASS password`, `QUIT`, `CAPA` (RFC 2449). Built with the `sasl` or
+//! `apop` feature, also `AUTH` (sasl.rs) and `APOP` (apop.rs), which end in the same `fn log_in`.
 //!
 //! The state ends with a PASS that is right *and* gets the maildrop's exclusive lock (on to
 //! TRANSACTION), with QUIT (the connection closes and nothing changes), or with a dropped
@@ -10,10 +11,11 @@
 use std::thread;
 use std::time::Duration;
 
-use crate::capa::{capa, not_offered};
+use crate::capa::{Offer, capa, not_offered};
 use crate::command::Command;
 use crate::maildrop::{Maildrop, OpenError, Store};
 use crate::protocol::{self, Reply};
+use crate::session::GREETING;
 use crate::users::{Users, check_name};
 
 /// Commands that belong to TRANSACTION, to tell a client that sends one here to log in first.
@@ -43,6 +45,8 @@ pub struct LoginPolicy {
     pub failure_delay: Duration,
     /// Wrong passwords before the session is closed.
     pub max_failures: u32,
+    /// Refuse logins that send a password in clear until TLS is active (RFC 2595 §2.3).
+    pub require_tls: bool,
 }
 
 /// The AUTHORIZATION state of one session.
@@ -54,6 +58,11 @@ pub struct Authorization<'a> {
     failures: u32,
     /// The name from a USER just accepted; PASS must come next (RFC 1939 §7).
     user: Option<String>,
+    /// Whether TLS protects the connection (STLS, RFC 2595; or implicit TLS, RFC 8314).
+    tls_active: bool,
+    /// The `<...>` in this session's greeting, when APOP can be used (apop.rs, RFC 1939 §7).
+    #[cfg(feature = "apop")]
+    timestamp: Option<String>,
 }
 
 impl<'a> Authorization<'a> {
@@ -64,7 +73,15 @@ impl<'a> Authorization<'a> {
             policy,
             failures: 0,
             user: None,
+            tls_active: false,
+            #[cfg(feature = "apop")]
+            timestamp: crate::apop::timestamp(users),
         }
+    }
+
+    /// The connection is now encrypted: logins that send a password may go ahead.
+    pub fn tls_started(&mut self) {
+        self.tls_active = true;
     }
 
     // ANCHOR: dispatch
@@ -81,7 +98,11 @@ impl<'a> Authorization<'a> {
             "USER" => Outcome::Stay(self.user(cmd)),
             "PASS" => self.pass(cmd, pending_user),
             "QUIT" => quit(cmd),
-            "CAPA" => Outcome::Stay(capa(cmd)),
+            "CAPA" => Outcome::Stay(capa(cmd, &self.offer())),
+            #[cfg(feature = "sasl")]
+            "AUTH" => crate::sasl::auth(self, cmd),
+            #[cfg(feature = "apop")]
+            "APOP" => crate::apop::apop(self, cmd),
             other => Outcome::Stay(not_here(other)),
         }
     }
@@ -124,7 +145,14 @@ impl<'a> Authorization<'a> {
                 "PASS must come right after USER: send USER name first".into(),
             ));
         };
-        if !self.users.check_password(&name, &cmd.rest) {
+        let verified = self.users.check_password(&name, &cmd.rest);
+        self.log_in(name, verified)
+    }
+
+    /// The end of every login, whichever command proved the credentials (PASS here, AUTH in
+    /// sasl.rs, APOP in apop.rs), so that all of them cost the same and count the same.
+    pub(crate) fn log_in(&mut self, name: String, verified: bool) -> Outcome {
+        if !verified {
             // One reply for "no such user" and "wrong password" (RFC 3206 §5 [AUTH]), after the
             // same wait, so neither the text nor the time tells them apart.
             thread::sleep(self.policy.failure_delay);
@@ -165,6 +193,44 @@ impl<'a> Authorization<'a> {
         }
     }
     // ANCHOR_END: pass
+
+    /// The tags of CAPA that depend on this session: SASL PLAIN sends a password, so it is not
+    /// offered where `--require-tls` wants TLS first (RFC 5034 §4, RFC 2595 §2.3).
+    fn offer(&self) -> Offer {
+        Offer {
+            sasl: cfg!(feature = "sasl") && self.clear_text_allowed(),
+        }
+    }
+
+    /// Whether a password may cross this connection now (RFC 2595 §2.3, `--require-tls`).
+    pub(crate) fn clear_text_allowed(&self) -> bool {
+        self.tls_active || !self.policy.require_tls
+    }
+
+    /// The accounts, for the checks that AUTH and APOP make in their own files.
+    pub fn users(&self) -> &Users {
+        self.users
+    }
+
+    /// The greeting (RFC 1939 §4), ending in this session's timestamp when it offers APOP.
+    pub fn greeting(&self) -> String {
+        match self.timestamp() {
+            Some(timestamp) => format!("{GREETING} {timestamp}"),
+            None => GREETING.to_string(),
+        }
+    }
+
+    /// The greeting's `<...>` timestamp, if this session offers APOP.
+    #[cfg(feature = "apop")]
+    pub fn timestamp(&self) -> Option<&str> {
+        self.timestamp.as_deref()
+    }
+
+    /// Without the `apop` feature there is no APOP, so no greeting carries a timestamp.
+    #[cfg(not(feature = "apop"))]
+    pub fn timestamp(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// ```text

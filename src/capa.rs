@@ -9,7 +9,8 @@
 //! ```
 //!
 //! The list is the same in both states, which satisfies RFC 2449 §5's rule that what is announced
-//! before login is announced after it too. Each tag is a promise the code keeps.
+//! before login is announced after it too. Each tag is a promise the code keeps. The one tag that
+//! can change within a session is `SASL PLAIN` ([`Offer`]).
 
 use crate::command::Command;
 use crate::protocol::Reply;
@@ -34,11 +35,21 @@ pub const CAPABILITIES: &[&str] = &[
 ];
 // ANCHOR_END: capabilities
 
+/// The tags that depend on the build and on the session, chosen by the state that answers CAPA.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Offer {
+    /// `SASL PLAIN` (RFC 5034 §3): AUTH PLAIN can be used now. Not before TLS where
+    /// `--require-tls` asks for it (RFC 5034 §4); listed after login too (RFC 5034 §3).
+    pub sasl: bool,
+}
+
 /// Commands other POP3 servers offer that popstate does not (docs/design.md says why). They get
 /// their own `-ERR`, in both states, so nobody thinks they were mistyped.
 pub fn not_offered(keyword: &str) -> Option<String> {
     let (what, rfc) = match keyword {
+        #[cfg(not(feature = "apop"))]
         "APOP" => ("APOP", "RFC 1939 section 7"),
+        #[cfg(not(feature = "sasl"))]
         "AUTH" => ("SASL AUTH", "RFC 5034"),
         "STLS" => ("STLS (TLS)", "RFC 2595"),
         "UTF8" | "LANG" => ("UTF8 and LANG", "RFC 6856"),
@@ -56,11 +67,15 @@ pub fn not_offered(keyword: &str) -> Option<String> {
 ///   -ERR  CAPA takes no arguments
 /// ```
 /// RFC 2449 §5.
-pub fn capa(cmd: &Command) -> Reply {
+pub fn capa(cmd: &Command, offer: &Offer) -> Reply {
     if !cmd.args.is_empty() {
         return Reply::Err("CAPA takes no arguments: send just CAPA".into());
     }
     let mut lines: Vec<String> = CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    if offer.sasl {
+        // RFC 5034 §3: the mechanisms AUTH accepts (sasl.rs).
+        lines.push("SASL PLAIN".into());
+    }
     // §6.9: a free-form name and version, for people; clients must not act on it.
     lines.push(format!(
         "IMPLEMENTATION popstate-{}",

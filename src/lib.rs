@@ -20,16 +20,30 @@
 //! | [`classroom`]     | `--trace`: the dialogue on the server's terminal  |                |
 //! | [`limits`]        | every deliberate limit, with its reason           | 1939 §3, §13   |
 //! | [`demo`]          | the demo maildrop that `cargo run` serves         |                |
+//!
+//! Beyond RFC 1939, each behind a cargo feature and each in a file of its own:
+//!
+//! | module     | feature            | what it is                                   | RFC        |
+//! |------------|--------------------|----------------------------------------------|------------|
+//! | `sasl`     | `sasl`             | AUTH with the PLAIN mechanism                | 5034, 4616 |
+//! | `apop`     | `apop`             | APOP: an MD5 digest instead of the password  | 1939 §7    |
+//! | `hashed`   | `hashed-passwords` | SHA-crypt (`$6$`) hashes in the users file   |            |
 
+#[cfg(feature = "apop")]
+pub mod apop;
 pub mod authorization;
 pub mod capa;
 pub mod classroom;
 pub mod command;
 pub mod demo;
+#[cfg(feature = "hashed-passwords")]
+pub mod hashed;
 pub mod limits;
 pub mod maildir;
 pub mod maildrop;
 pub mod protocol;
+#[cfg(feature = "sasl")]
+pub mod sasl;
 pub mod server;
 pub mod session;
 pub mod transaction;

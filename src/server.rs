@@ -52,6 +52,7 @@ impl Default for Config {
             login: LoginPolicy {
                 failure_delay: limits::AUTH_FAILURE_DELAY,
                 max_failures: limits::MAX_AUTH_FAILURES,
+                require_tls: false,
             },
             classroom: false,
         }

@@ -8,13 +8,13 @@
 //! The state ends with QUIT, which moves on to UPDATE, or with a dropped connection or the idle
 //! timer, which end the session without UPDATE: every mark is forgotten.
 
-use crate::capa::{capa, not_offered};
+use crate::capa::{Offer, capa, not_offered};
 use crate::command::{Command, parse_number};
 use crate::maildrop::Maildrop;
 use crate::protocol::{self, Reply};
 
 /// Commands that belong to AUTHORIZATION, to tell a client that sends one here where it is.
-const AUTHORIZATION_COMMANDS: &[&str] = &["USER", "PASS"];
+const AUTHORIZATION_COMMANDS: &[&str] = &["USER", "PASS", "AUTH", "APOP"];
 
 /// What one TRANSACTION command leads to.
 pub enum Outcome {
@@ -61,7 +61,13 @@ impl Transaction {
             "RSET" => self.rset(cmd),
             "TOP" => self.top(cmd),
             "UIDL" => self.uidl(cmd),
-            "CAPA" => Ok(capa(cmd)),
+            // RFC 5034 §3: SASL stays listed after login, whichever way the client logged in.
+            "CAPA" => Ok(capa(
+                cmd,
+                &Offer {
+                    sasl: cfg!(feature = "sasl"),
+                },
+            )),
             "QUIT" => match quit(cmd) {
                 Ok(()) => return Outcome::Quit,
                 Err(e) => Err(e),

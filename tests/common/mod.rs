@@ -100,6 +100,7 @@ pub fn test_config() -> Config {
         login: popstate::authorization::LoginPolicy {
             failure_delay: Duration::ZERO,
             max_failures: 3,
+            require_tls: false,
         },
         ..Config::default()
     }
