@@ -186,10 +186,7 @@ fn a05_a06_long_responses_are_read_to_their_end() {
     let biggest = b64(&format!("{0}\0{0}\0{0}", "y".repeat(255)));
     assert_eq!(biggest.len(), 1024);
     assert_eq!(c.cmd("AUTH PLAIN"), "+ ");
-    assert_err(
-        &c.cmd(&biggest),
-        "[AUTH] a user may only log in as themselves",
-    );
+    assert_err(&c.cmd(&biggest), "[AUTH] wrong user name or password");
     let too_big = b64(&format!("\0alice\0{}", "z".repeat(256)));
     assert_eq!(c.cmd("AUTH PLAIN"), "+ ");
     assert_err(
