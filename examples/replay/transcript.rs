@@ -105,12 +105,12 @@ fn same_line(got: &[u8], expected: &[u8]) -> bool {
 
 /// `+OK text <1234.5@host>` without ` <1234.5@host>`: other lines as they are.
 fn without_timestamp(line: &[u8]) -> &[u8] {
-    if line.starts_with(b"+OK") && line.ends_with(b">") {
-        if let Some(start) = line.windows(2).rposition(|w| w == b" <") {
-            if line[start..].contains(&b'@') {
-                return &line[..start];
-            }
-        }
+    if line.starts_with(b"+OK")
+        && line.ends_with(b">")
+        && let Some(start) = line.windows(2).rposition(|w| w == b" <")
+        && line[start..].contains(&b'@')
+    {
+        return &line[..start];
     }
     line
 }
