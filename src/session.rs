@@ -185,6 +185,7 @@ fn states<R: Read, W: Write>(
 }
 // ANCHOR_END: states
 
+// ANCHOR: sasl_exchange
 /// RFC 5034 §4: after `AUTH`, the server may answer with a challenge (`+ ...`) instead of a
 /// status, and the client's next line is its response, not a command. This goes back and forth
 /// until the exchange has an outcome like any other command's. `None`: the client has gone.
@@ -203,6 +204,7 @@ fn sasl_exchange<R: Read, W: Write>(
     }
     Ok(Some(outcome))
 }
+// ANCHOR_END: sasl_exchange
 
 /// The connection: buffered input and output, and the wire log.
 struct Connection<R: Read, W: Write> {
