@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Client, assert_err, demo_server, demo_server_with, test_config};
+use common::{Client, demo_server, demo_server_with, test_config};
 use popstate::apop::digest;
 
 /// The `<...>` at the end of a greeting.
@@ -156,7 +156,7 @@ fn b30_no_timestamp_when_no_password_is_plain() {
     let server = common::server_with_users(users, test_config());
     let mut c = server.connect();
     assert!(!c.greeting.contains('<'), "{}", c.greeting);
-    assert_err(
+    common::assert_err(
         &c.cmd("APOP alice c4c9334bac560ecc979e58001b3e22fb"),
         "APOP needs a <timestamp> in the greeting, and this one has none",
     );
@@ -170,7 +170,7 @@ fn b30_a_user_with_a_hashed_password_cannot_use_apop() {
     let server = common::server_with_users(users, test_config());
     let mut c = server.connect();
     let stamp = timestamp_of(&c.greeting).to_string();
-    assert_err(
+    common::assert_err(
         &c.cmd(&format!("APOP alice {}", digest(&stamp, "wonderland"))),
         "[AUTH] wrong user name or password",
     );

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_err, server_with_users, test_config};
+use common::{server_with_users, test_config};
 use popstate::users::Users;
 
 /// `openssl passwd -6 -salt saltsalt wonderland` (OpenSSL 3.0.19).
@@ -39,7 +39,7 @@ fn b12_pass_checks_a_sha512_crypt_hash() {
 fn a09_auth_plain_checks_a_hash_too() {
     let server = server_with_users(&format!("alice:{ALICE_HASH}\n"), test_config());
     let mut c = server.connect();
-    assert_err(
+    common::assert_err(
         &c.cmd("AUTH PLAIN AGFsaWNlAHdyb25n"),
         "[AUTH] wrong user name or password",
     );
