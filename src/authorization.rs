@@ -1,7 +1,8 @@
 //! The AUTHORIZATION state (RFC 1939 §4, §7): the client says who it is.
 //!
-//! Commands: `USER name`, `PASS password`, `QUIT`, `CAPA` (RFC 2449), and with the `tls`
-//! feature `STLS` (RFC 2595 §4), after which the client is still here, inside TLS.
+//! Commands: `USER name`, `PASS password`, `QUIT`, `CAPA` (RFC 2449). Built with the `sasl` or
+//! `apop` feature, also `AUTH` (sasl.rs) and `APOP` (apop.rs), which end in the same `fn log_in`;
+//! with the `tls` feature, `STLS` (RFC 2595 §4), after which the client is still here, inside TLS.
 //!
 //! The state ends with a PASS that is right *and* gets the maildrop's exclusive lock (on to
 //! TRANSACTION), with QUIT (the connection closes and nothing changes), or with a dropped
@@ -11,10 +12,11 @@
 use std::thread;
 use std::time::Duration;
 
-use crate::capa::{self, capa, not_offered};
+use crate::capa::{Offer, capa, not_offered};
 use crate::command::Command;
 use crate::maildrop::{Maildrop, OpenError, Store};
 use crate::protocol::{self, Reply};
+use crate::session::GREETING;
 use crate::users::{Users, check_name};
 
 /// Commands that belong to TRANSACTION, to tell a client that sends one here to log in first.
@@ -47,8 +49,7 @@ pub struct LoginPolicy {
     pub failure_delay: Duration,
     /// Wrong passwords before the session is closed.
     pub max_failures: u32,
-    /// Refuse passwords sent in clear text: USER and PASS only once TLS is active (RFC 2595
-    /// §2.3, `--require-tls`).
+    /// Refuse logins that send a password in clear until TLS is active (RFC 2595 §2.3).
     pub require_tls: bool,
 }
 
@@ -61,10 +62,13 @@ pub struct Authorization<'a> {
     failures: u32,
     /// The name from a USER just accepted; PASS must come next (RFC 1939 §7).
     user: Option<String>,
-    /// TLS protects the connection: implicit TLS, or a completed STLS.
+    /// Whether TLS protects the connection (STLS, RFC 2595; or implicit TLS, RFC 8314).
     tls_active: bool,
     /// The server has a certificate, so STLS may be offered while TLS is not active.
     stls_available: bool,
+    /// The `<...>` in this session's greeting, when APOP can be used (apop.rs, RFC 1939 §7).
+    #[cfg(feature = "apop")]
+    timestamp: Option<String>,
 }
 
 impl<'a> Authorization<'a> {
@@ -77,6 +81,8 @@ impl<'a> Authorization<'a> {
             user: None,
             tls_active: false,
             stls_available: false,
+            #[cfg(feature = "apop")]
+            timestamp: crate::apop::timestamp(users),
         }
     }
 
@@ -86,18 +92,10 @@ impl<'a> Authorization<'a> {
     }
 
     /// The TLS handshake is done (STLS or implicit TLS). The state is still AUTHORIZATION
-    /// (RFC 2595 §4, RFC 8314 §3.2); CAPA changes, so clients ask again.
+    /// (RFC 2595 §4, RFC 8314 §3.2); CAPA changes, so clients ask again, and logins that send
+    /// a password may go ahead.
     pub fn tls_started(&mut self) {
         self.tls_active = true;
-    }
-
-    /// What CAPA may announce now (RFC 2595 §4: STLS only while it can be used; §2.3: no
-    /// clear-text login method while passwords would cross the wire unprotected).
-    fn offer(&self) -> capa::Offer {
-        capa::Offer {
-            stls: self.stls_available && !self.tls_active,
-            clear_text_logins: self.tls_active || !self.policy.require_tls,
-        }
     }
 
     // ANCHOR: dispatch
@@ -117,6 +115,10 @@ impl<'a> Authorization<'a> {
             "CAPA" => Outcome::Stay(capa(cmd, &self.offer())),
             #[cfg(feature = "tls")]
             "STLS" => self.stls(cmd),
+            #[cfg(feature = "sasl")]
+            "AUTH" => crate::sasl::auth(self, cmd),
+            #[cfg(feature = "apop")]
+            "APOP" => crate::apop::apop(self, cmd),
             other => Outcome::Stay(not_here(other)),
         }
     }
@@ -165,7 +167,14 @@ impl<'a> Authorization<'a> {
                 "PASS must come right after USER: send USER name first".into(),
             ));
         };
-        if !self.users.check_password(&name, &cmd.rest) {
+        let verified = self.users.check_password(&name, &cmd.rest);
+        self.log_in(name, verified)
+    }
+
+    /// The end of every login, whichever command proved the credentials (PASS here, AUTH in
+    /// sasl.rs, APOP in apop.rs), so that all of them cost the same and count the same.
+    pub(crate) fn log_in(&mut self, name: String, verified: bool) -> Outcome {
+        if !verified {
             // One reply for "no such user" and "wrong password" (RFC 3206 §5 [AUTH]), after the
             // same wait, so neither the text nor the time tells them apart.
             thread::sleep(self.policy.failure_delay);
@@ -207,11 +216,22 @@ impl<'a> Authorization<'a> {
     }
     // ANCHOR_END: pass
 
+    /// The tags of CAPA that depend on this session (RFC 2595 §4: STLS only while it can be
+    /// used; §2.3 and RFC 5034 §4: no login method that sends a password while it would cross
+    /// the wire unprotected and `--require-tls` wants TLS first).
+    fn offer(&self) -> Offer {
+        Offer {
+            stls: self.stls_available && !self.tls_active,
+            clear_text_logins: self.clear_text_allowed(),
+            sasl: cfg!(feature = "sasl") && self.clear_text_allowed(),
+        }
+    }
+
     // ANCHOR: needs_tls
     /// With `--require-tls`, the refusal for a clear-text login before TLS (RFC 2595 §2.3). No
     /// `[AUTH]` code: the credentials were not even looked at.
     fn needs_tls(&self) -> Option<Reply> {
-        (self.policy.require_tls && !self.tls_active).then(|| {
+        (!self.clear_text_allowed()).then(|| {
             Reply::Err(
                 "this server takes passwords only over TLS: send STLS first, or connect to its TLS port"
                     .into(),
@@ -246,6 +266,36 @@ impl<'a> Authorization<'a> {
         Outcome::StartTls(Reply::Ok("begin TLS negotiation".into()))
     }
     // ANCHOR_END: stls
+
+    /// Whether a password may cross this connection now (RFC 2595 §2.3, `--require-tls`).
+    pub(crate) fn clear_text_allowed(&self) -> bool {
+        self.tls_active || !self.policy.require_tls
+    }
+
+    /// The accounts, for the checks that AUTH and APOP make in their own files.
+    pub fn users(&self) -> &Users {
+        self.users
+    }
+
+    /// The greeting (RFC 1939 §4), ending in this session's timestamp when it offers APOP.
+    pub fn greeting(&self) -> String {
+        match self.timestamp() {
+            Some(timestamp) => format!("{GREETING} {timestamp}"),
+            None => GREETING.to_string(),
+        }
+    }
+
+    /// The greeting's `<...>` timestamp, if this session offers APOP.
+    #[cfg(feature = "apop")]
+    pub fn timestamp(&self) -> Option<&str> {
+        self.timestamp.as_deref()
+    }
+
+    /// Without the `apop` feature there is no APOP, so no greeting carries a timestamp.
+    #[cfg(not(feature = "apop"))]
+    pub fn timestamp(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// ```text

@@ -9,9 +9,10 @@
 //! ```
 //!
 //! The list is the same in both states, which satisfies RFC 2449 §5's rule that what is announced
-//! before login is announced after it too, with two exceptions that RFC 2595 makes: `STLS` is
-//! listed only while it can be used (§4: before login, without TLS), and `USER` is left out
-//! while `--require-tls` refuses clear-text passwords (§2.3). Each tag is a promise the code keeps.
+//! before login is announced after it too, with the exceptions the TLS and SASL RFCs make (see
+//! [`Offer`]): `STLS` is listed only while it can be used (RFC 2595 §4: before login, without
+//! TLS), and `USER` and `SASL PLAIN` are left out while `--require-tls` refuses clear-text
+//! passwords (RFC 2595 §2.3, RFC 5034 §4). Each tag is a promise the code keeps.
 
 use crate::command::Command;
 use crate::protocol::Reply;
@@ -23,13 +24,18 @@ pub struct Offer {
     pub stls: bool,
     /// USER/PASS may be used now (RFC 2449 §6.2; RFC 2595 §2.3).
     pub clear_text_logins: bool,
+    /// `SASL PLAIN` (RFC 5034 §3): AUTH PLAIN can be used now. Not before TLS where
+    /// `--require-tls` asks for it (RFC 5034 §4); listed after login too (RFC 5034 §3).
+    pub sasl: bool,
 }
 
 impl Offer {
-    /// After login: STLS is over (RFC 2595 §4), and USER was how the client got here.
+    /// After login: STLS is over (RFC 2595 §4), USER was how the client got here, and SASL
+    /// stays listed whichever way the client logged in (RFC 5034 §3).
     pub const TRANSACTION: Offer = Offer {
         stls: false,
         clear_text_logins: true,
+        sasl: cfg!(feature = "sasl"),
     };
 }
 
@@ -57,7 +63,9 @@ pub const CAPABILITIES: &[&str] = &[
 /// their own `-ERR`, in both states, so nobody thinks they were mistyped.
 pub fn not_offered(keyword: &str) -> Option<String> {
     let (what, rfc) = match keyword {
+        #[cfg(not(feature = "apop"))]
         "APOP" => ("APOP", "RFC 1939 section 7"),
+        #[cfg(not(feature = "sasl"))]
         "AUTH" => ("SASL AUTH", "RFC 5034"),
         #[cfg(not(feature = "tls"))]
         "STLS" => ("STLS (TLS)", "RFC 2595"),
@@ -94,6 +102,10 @@ pub fn capa(cmd: &Command, offer: &Offer) -> Reply {
     if offer.stls {
         // RFC 2595 §4.
         lines.push("STLS".to_string());
+    }
+    if offer.sasl {
+        // RFC 5034 §3: the mechanisms AUTH accepts (sasl.rs).
+        lines.push("SASL PLAIN".into());
     }
     // §6.9: a free-form name and version, for people; clients must not act on it.
     lines.push(format!(

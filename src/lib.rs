@@ -20,19 +20,33 @@
 //! | [`classroom`]     | `--trace`: the dialogue on the server's terminal  |                |
 //! | [`limits`]        | every deliberate limit, with its reason           | 1939 §3, §13   |
 //! | [`demo`]          | the demo maildrop that `cargo run` serves         |                |
-//! | `tls`             | STLS and implicit TLS (cargo feature `tls`)       | 2595; 8314     |
+//!
+//! Beyond RFC 1939, each behind a cargo feature and each in a file of its own:
+//!
+//! | module     | feature            | what it is                                   | RFC        |
+//! |------------|--------------------|----------------------------------------------|------------|
+//! | `tls`      | `tls`              | STLS and implicit TLS                        | 2595, 8314 |
+//! | `sasl`     | `sasl`             | AUTH with the PLAIN mechanism                | 5034, 4616 |
+//! | `apop`     | `apop`             | APOP: an MD5 digest instead of the password  | 1939 §7    |
+//! | `hashed`   | `hashed-passwords` | SHA-crypt (`$6$`) hashes in the users file   |            |
 
 pub mod addresses;
+#[cfg(feature = "apop")]
+pub mod apop;
 pub mod authorization;
 pub mod board;
 pub mod capa;
 pub mod classroom;
 pub mod command;
 pub mod demo;
+#[cfg(feature = "hashed-passwords")]
+pub mod hashed;
 pub mod limits;
 pub mod maildir;
 pub mod maildrop;
 pub mod protocol;
+#[cfg(feature = "sasl")]
+pub mod sasl;
 pub mod server;
 pub mod session;
 #[cfg(feature = "tls")]

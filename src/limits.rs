@@ -20,6 +20,11 @@ pub const MAX_AUTH_FAILURES: u32 = 3;
 /// Wait after a wrong password before answering, so that guessing is slow (RFC 1939 §13).
 pub const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
 
+/// The longest SASL response line, CRLF included (with the `sasl` feature). RFC 5034 §4 sets no
+/// limit of its own; this one fits an AUTH PLAIN message of three 255-octet fields, the most that
+/// RFC 4616 §2 asks a server to accept, in base64 (4 octets for every 3), and refuses more.
+pub const MAX_SASL_RESPONSE: usize = 1026;
+
 /// Autologout (RFC 1939 §3): a session without a command for this long is closed without a reply
 /// and without UPDATE. The RFC sets 10 minutes as the least a server may use.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);

@@ -81,6 +81,10 @@ struct Args {
     /// show the teacher's board: one row per live session, redrawn in place on a terminal
     #[argh(switch)]
     board: bool,
+    /// print a users-file line NAME:$6$... with a SHA-512-crypt hash of a password read from the
+    /// terminal (not shown) or from standard input, and exit (needs the hashed-passwords feature)
+    #[argh(option, arg_name = "NAME")]
+    hash_password: Option<String>,
 }
 
 /// Longer timeouts are surely a typo, and a huge one would overflow the clock's arithmetic.
@@ -125,6 +129,9 @@ fn parse_args() -> Result<Args, ExitCode> {
 }
 
 fn run(args: Args) -> Result<(), String> {
+    if let Some(name) = &args.hash_password {
+        return print_users_line(name);
+    }
     if args.idle_timeout == 0 {
         return Err("--idle-timeout must be at least 1 second".into());
     }
@@ -516,4 +523,60 @@ mod tls_flags {
         banner.push('\n');
         Ok(certificate)
     }
+}
+
+/// `--hash-password NAME`: the line to paste into the users file.
+#[cfg(feature = "hashed-passwords")]
+fn print_users_line(name: &str) -> Result<(), String> {
+    popstate::users::check_name(name).map_err(|e| format!("--hash-password {name}: {e}"))?;
+    let password = read_password()?;
+    println!("{name}:{}", popstate::hashed::hash(&password)?);
+    Ok(())
+}
+
+#[cfg(not(feature = "hashed-passwords"))]
+fn print_users_line(_name: &str) -> Result<(), String> {
+    Err("--hash-password needs popstate built with --features hashed-passwords".into())
+}
+
+/// The password from a terminal, typed twice and not shown (`stty -echo`: no crate needed), or
+/// one line from a pipe (`echo "$PASSWORD" | popstate --hash-password alice`).
+#[cfg(feature = "hashed-passwords")]
+fn read_password() -> Result<String, String> {
+    use std::io::IsTerminal;
+    let read_line = || -> Result<String, String> {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password: {e}"))?;
+        let line = line.strip_suffix('\n').unwrap_or(&line);
+        Ok(line.strip_suffix('\r').unwrap_or(line).to_string())
+    };
+    let password = if std::io::stdin().is_terminal() {
+        let stty = |setting: &str| {
+            std::process::Command::new("stty")
+                .arg(setting)
+                .stdin(std::process::Stdio::inherit())
+                .status()
+                .map_err(|e| format!("cannot run stty {setting} to hide the password: {e}"))
+        };
+        stty("-echo")?;
+        eprint!("Password: ");
+        let first = read_line();
+        eprint!("\nThe same again: ");
+        let second = read_line();
+        eprintln!();
+        stty("echo")?;
+        let (first, second) = (first?, second?);
+        if first != second {
+            return Err("the two passwords differ; nothing printed".into());
+        }
+        first
+    } else {
+        read_line()?
+    };
+    if password.is_empty() {
+        return Err("the password is empty; nothing printed".into());
+    }
+    Ok(password)
 }

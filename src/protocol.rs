@@ -33,6 +33,12 @@ pub enum Line {
 /// At most [`MAX_COMMAND_LINE`] octets are kept; the rest of a longer line is read and discarded
 /// a buffer at a time, so a client cannot make the server hold a huge line in memory.
 pub fn read_line<R: BufRead>(input: &mut R) -> io::Result<Option<Line>> {
+    read_limited(input, MAX_COMMAND_LINE)
+}
+
+/// [`read_line`] with another limit than a command line's: SASL responses may be longer
+/// (RFC 5034 §4).
+pub fn read_limited<R: BufRead>(input: &mut R, limit: usize) -> io::Result<Option<Line>> {
     let mut line = Vec::new();
     let mut too_long = false;
     loop {
@@ -48,7 +54,7 @@ pub fn read_line<R: BufRead>(input: &mut R) -> io::Result<Option<Line>> {
         let used = chunk.len() + usize::from(found_end);
         if !too_long {
             // Keep at most the limit less the LF: the command and, perhaps, its CR.
-            if line.len() + chunk.len() > MAX_COMMAND_LINE - 1 {
+            if line.len() + chunk.len() > limit - 1 {
                 too_long = true;
                 line = Vec::new();
             } else {
@@ -60,9 +66,9 @@ pub fn read_line<R: BufRead>(input: &mut R) -> io::Result<Option<Line>> {
             if line.last() == Some(&b'\r') {
                 line.pop();
             }
-            // The limit counts a CRLF, so the command itself may hold 253 octets whichever line
-            // end the client used.
-            if too_long || line.len() > MAX_COMMAND_LINE - 2 {
+            // The limit counts a CRLF, so a command line itself may hold 253 octets whichever
+            // line end the client used.
+            if too_long || line.len() > limit - 2 {
                 return Ok(Some(Line::TooLong));
             }
             return Ok(Some(Line::Command(line)));
@@ -87,6 +93,10 @@ pub enum Reply {
         body: Box<dyn BufRead + Send>,
         top: Option<u64>,
     },
+    /// `+ text`: a SASL challenge, base64 or empty, that asks for one more client line
+    /// (RFC 5034 §4).
+    #[cfg(feature = "sasl")]
+    Challenge(String),
 }
 // ANCHOR_END: reply
 
@@ -98,6 +108,9 @@ impl Reply {
                 status("+OK", text)
             }
             Reply::Err(text) => status("-ERR", text),
+            // Exactly `+ ` for an empty challenge: the space is part of the syntax.
+            #[cfg(feature = "sasl")]
+            Reply::Challenge(text) => format!("+ {text}"),
         }
     }
 
@@ -157,6 +170,8 @@ pub fn write_reply<W: Write>(out: &mut W, reply: Reply) -> io::Result<u64> {
     out.write_all(b"\r\n")?;
     match reply {
         Reply::Ok(_) | Reply::Err(_) | Reply::Message { .. } => Ok(0),
+        #[cfg(feature = "sasl")]
+        Reply::Challenge(_) => Ok(0),
         Reply::Lines(_, lines) => {
             for line in &lines {
                 if line.starts_with('.') {

@@ -30,8 +30,8 @@ use crate::transaction::{self, Transaction};
 use crate::update::update;
 use crate::users::Users;
 
-/// The greeting (RFC 1939 §4). It holds no `<...>`: that would tell clients to try APOP, which
-/// popstate does not offer (see docs/design.md).
+/// The greeting (RFC 1939 §4). It holds no `<...>`: clients take one as an invitation to APOP,
+/// so only a server built with APOP, and able to use it, adds one (`fn greeting`, apop.rs).
 pub const GREETING: &str = "popstate ready; log in with USER and PASS (RFC 1939)";
 
 /// What a session needs from the server it runs in.
@@ -158,14 +158,19 @@ fn states(conn: &mut Connection, ctx: &Context, summary: &mut Summary) -> io::Re
     if ctx.stls.is_some() {
         authorization.offer_stls();
     }
-    conn.send(Reply::Ok(GREETING.into()))?;
+    conn.send(Reply::Ok(authorization.greeting()))?;
 
     debug!("session {}: AUTHORIZATION", conn.id);
     let (user, maildrop) = loop {
         let Some(line) = conn.next_command()? else {
             return Ok(End::Closed);
         };
-        match authorization.handle(&line) {
+        let outcome = authorization.handle(&line);
+        #[cfg(feature = "sasl")]
+        let Some(outcome) = sasl_exchange(conn, &mut authorization, outcome)? else {
+            return Ok(End::Closed);
+        };
+        match outcome {
             authorization::Outcome::Stay(reply) => conn.send(reply)?,
             // ANCHOR: stls_arm
             // RFC 2595 §4: the handshake starts right after `+OK` CRLF; the state stays
@@ -230,6 +235,27 @@ fn states(conn: &mut Connection, ctx: &Context, summary: &mut Summary) -> io::Re
     Ok(End::Quit)
 }
 // ANCHOR_END: states
+
+// ANCHOR: sasl_exchange
+/// RFC 5034 §4: after `AUTH`, the server may answer with a challenge (`+ ...`) instead of a
+/// status, and the client's next line is its response, not a command. This goes back and forth
+/// until the exchange has an outcome like any other command's. `None`: the client has gone.
+#[cfg(feature = "sasl")]
+fn sasl_exchange(
+    conn: &mut Connection,
+    authorization: &mut Authorization,
+    mut outcome: authorization::Outcome,
+) -> io::Result<Option<authorization::Outcome>> {
+    while let authorization::Outcome::Stay(challenge @ Reply::Challenge(_)) = outcome {
+        conn.send(challenge)?;
+        let Some(response) = conn.next_sasl_response()? else {
+            return Ok(None);
+        };
+        outcome = crate::sasl::response(authorization, response);
+    }
+    Ok(Some(outcome))
+}
+// ANCHOR_END: sasl_exchange
 
 /// The connection: the transport with its input buffer, the replies waiting to go out, and the
 /// wire log.
@@ -309,6 +335,30 @@ impl<'a> Connection<'a> {
     }
     // ANCHOR_END: next_command
 
+    /// The client's answer to a SASL challenge: a line of base64 or `*` (RFC 5034 §4), which may
+    /// be longer than a command line. It holds credentials, so the logs show only its length.
+    #[cfg(feature = "sasl")]
+    fn next_sasl_response(&mut self) -> io::Result<Option<Result<String, String>>> {
+        let limit = crate::limits::MAX_SASL_RESPONSE;
+        let bytes = match protocol::read_limited(&mut self.input, limit)? {
+            None => return Ok(None),
+            Some(Line::TooLong) => {
+                return Ok(Some(Err(format!(
+                    "SASL response too long: at most {limit} octets including CRLF"
+                ))));
+            }
+            Some(Line::Command(bytes)) => bytes,
+        };
+        let shown = format!("(SASL response, {} octets)", bytes.len());
+        trace!("session {} C: {shown}", self.id);
+        if let Some(view) = &mut self.view {
+            view.client(&shown);
+        }
+        Ok(Some(String::from_utf8(bytes).map_err(|_| {
+            "a SASL response is base64 text (this one holds non-ASCII octets)".to_string()
+        })))
+    }
+
     // ANCHOR: send
     /// Writes one reply. Replies collect in the output buffer while whole pipelined commands are
     /// already waiting (RFC 2449 §6.6), and go out in one write before the session could wait
@@ -371,13 +421,26 @@ impl Connection<'_> {
     // ANCHOR_END: start_tls
 }
 
-/// A command line for the log and the classroom view: the PASS argument hidden, and anything
+/// A command line for the log and the classroom view: the PASS and AUTH credentials hidden
+/// (AUTH's initial response is a password in base64, RFC 4616), and anything
 /// that is not printable ASCII written as an escape, so a client cannot send terminal control
 /// sequences or a line end that fakes a log line.
 fn masked(line: &[u8]) -> String {
     match line.get(..4) {
         Some(keyword) if keyword.eq_ignore_ascii_case(b"PASS") => {
             format!("{} ****", keyword.escape_ascii())
+        }
+        Some(keyword) if keyword.eq_ignore_ascii_case(b"AUTH") => {
+            // Keep the mechanism, hide the initial response.
+            let mut words = line.splitn(3, |&b| b == b' ');
+            let command = words.next().unwrap_or_default().escape_ascii();
+            match (words.next(), words.next()) {
+                (Some(mechanism), Some(_)) => {
+                    format!("{command} {} ****", mechanism.escape_ascii())
+                }
+                (Some(mechanism), None) => format!("{command} {}", mechanism.escape_ascii()),
+                (None, _) => command.to_string(),
+            }
         }
         _ => line.escape_ascii().to_string(),
     }
@@ -442,5 +505,8 @@ mod tests {
             masked(b"NOOP\x1b[31m\rX \xc3\xa9"),
             "NOOP\\x1b[31m\\rX \\xc3\\xa9"
         );
+        assert_eq!(masked(b"AUTH PLAIN AGFsaWNlAHc="), "AUTH PLAIN ****");
+        assert_eq!(masked(b"auth plain"), "auth plain");
+        assert_eq!(masked(b"AUTH"), "AUTH");
     }
 }

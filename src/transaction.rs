@@ -14,7 +14,7 @@ use crate::maildrop::Maildrop;
 use crate::protocol::{self, Reply};
 
 /// Commands that belong to AUTHORIZATION, to tell a client that sends one here where it is.
-const AUTHORIZATION_COMMANDS: &[&str] = &["USER", "PASS"];
+const AUTHORIZATION_COMMANDS: &[&str] = &["USER", "PASS", "AUTH", "APOP"];
 
 /// What one TRANSACTION command leads to.
 pub enum Outcome {

@@ -532,6 +532,34 @@ fn classroom_banner_on_all_interfaces_names_real_addresses_and_warns() {
 }
 
 #[test]
+#[cfg(not(feature = "hashed-passwords"))]
+fn a_hashed_password_needs_the_hashed_passwords_feature() {
+    let dir = real_setup();
+    let users = dir.path().join("users");
+    std::fs::write(&users, "alice:$6$salt$abc\n").expect("write");
+    let root = dir.path().join("d/maildirs");
+    let (code, _, err) = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--maildir-root",
+        root.to_str().expect("utf-8"),
+        "--users",
+        users.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("line 1: the password is a $6$ hash, and this popstate was built without the hashed-passwords feature"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["--hash-password", "alice"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("needs popstate built with --features hashed-passwords"),
+        "{err}"
+    );
+}
+
+#[test]
 fn board_without_a_terminal_writes_a_line_per_change() {
     let server = Running::start(&["--classroom", "1", "--board"], &[]);
     let mut client = common::Client::connect(server.addr);
@@ -553,4 +581,22 @@ fn board_without_a_terminal_writes_a_line_per_change() {
         !seen.iter().any(|l| l.contains("\x1b[")),
         "no escapes: {seen:#?}"
     );
+}
+
+#[test]
+#[cfg(feature = "sasl")]
+fn logs_never_show_sasl_credentials() {
+    let server = Running::start(&[], &[("RUST_LOG", "popstate=trace")]);
+    let mut c = Client::connect(server.addr);
+    assert_eq!(c.cmd("AUTH PLAIN"), "+ ");
+    assert!(c.cmd("AGFsaWNlAHdyb25n").starts_with("-ERR [AUTH]"));
+    assert!(
+        c.cmd("AUTH PLAIN AGFsaWNlAHdvbmRlcmxhbmQ=")
+            .starts_with("+OK")
+    );
+    c.cmd("QUIT");
+    let all = server.wait_log("ended").join("\n");
+    assert!(!all.contains("AGFsaWNl"), "{all}");
+    assert!(all.contains("C: (SASL response, 16 octets)"), "{all}");
+    assert!(all.contains("C: AUTH PLAIN ****"), "{all}");
 }

@@ -701,14 +701,20 @@ fn hostile_every_command_with_bad_arguments_gets_err_in_step() {
         "HELO",
         "XTND XMIT",
     ];
+    // With the `sasl` feature these are valid commands (tests/sasl.rs covers them), not garbage.
+    let valid_with_sasl = ["AUTH", "AUTH PLAIN", "AUTH PLAIN AGFsaWNlAHdvbmRlcmxhbmQ="];
+    let authorization: Vec<&str> = authorization
+        .into_iter()
+        .filter(|line| !(cfg!(feature = "sasl") && valid_with_sasl.contains(line)))
+        .collect();
     let mut c = server.connect();
     let sync = "-ERR NOOP is a TRANSACTION command; log in first with USER and PASS";
-    for line in authorization {
+    for &line in &authorization {
         garbage_then_in_step(&mut c, line.as_bytes(), "NOOP", sync);
     }
     // After a good USER too: each of them is refused and makes the server forget the name, so
     // the right password that follows is refused as well.
-    for line in authorization {
+    for &line in &authorization {
         if line == "PASS wonderland" {
             continue;
         }

@@ -34,7 +34,23 @@ fn read(name: &str) -> String {
 /// Replays `text` against a demo server of its own: some transcripts delete messages.
 fn replay_on_fresh_demo(text: &str) -> Result<(), transcript::Difference> {
     let server = common::demo_server();
-    transcript::replay(text, &server.addr.to_string())
+    transcript::replay(&for_this_build(text), &server.addr.to_string())
+}
+
+/// The fixtures show the default build. A build with the `sasl` feature also lists `SASL PLAIN`
+/// in CAPA, just before IMPLEMENTATION (capa.rs); APOP's greeting timestamp is left out of the
+/// comparison by the replayer itself.
+fn for_this_build(text: &str) -> String {
+    if !cfg!(feature = "sasl") {
+        return text.to_string();
+    }
+    text.lines()
+        .flat_map(|line| match line.strip_prefix("S: IMPLEMENTATION ") {
+            Some(_) => vec!["S: SASL PLAIN", line],
+            None => vec![line],
+        })
+        .map(|line| format!("{line}\n"))
+        .collect()
 }
 
 #[test]

@@ -11,7 +11,9 @@
 //! ```
 //!
 //! Server lines are compared as they are on the wire: a multi-line reply keeps its stuffing dots
-//! and ends with `S: .`; an empty line may be written `S:`. Shared by `examples/replay.rs` (any
+//! and ends with `S: .`; an empty line may be written `S:`. The one exception is an APOP
+//! timestamp at the end of a `+OK` line (the greeting): it differs on every connection (RFC 1939
+//! §7), so it is left out of the comparison on both sides. Shared by `examples/replay.rs` (any
 //! server, from the command line) and `tests/transcripts.rs` (the book's fixtures).
 
 use std::fmt;
@@ -73,7 +75,7 @@ pub fn replay(transcript: &str, addr: &str) -> Result<(), Difference> {
             Step::Expect { conn, text } => {
                 let c = open(&mut conns[conn], conn, addr, line)?;
                 let heard = c.read_line();
-                if !matches!(&heard, Heard::Line(got) if *got == text.as_bytes()) {
+                if !matches!(&heard, Heard::Line(got) if same_line(got, text.as_bytes())) {
                     return Err(Difference {
                         line,
                         expected: shown(SERVER_TAGS[conn], &text),
@@ -95,6 +97,23 @@ pub fn replay(transcript: &str, addr: &str) -> Result<(), Difference> {
     Ok(())
 }
 // ANCHOR_END: replay
+
+/// Whether a server line is the one the transcript shows, APOP timestamps aside.
+fn same_line(got: &[u8], expected: &[u8]) -> bool {
+    without_timestamp(got) == without_timestamp(expected)
+}
+
+/// `+OK text <1234.5@host>` without ` <1234.5@host>`: other lines as they are.
+fn without_timestamp(line: &[u8]) -> &[u8] {
+    if line.starts_with(b"+OK")
+        && line.ends_with(b">")
+        && let Some(start) = line.windows(2).rposition(|w| w == b" <")
+        && line[start..].contains(&b'@')
+    {
+        return &line[..start];
+    }
+    line
+}
 
 /// Reads a transcript into steps, each with its line number.
 fn parse(transcript: &str) -> Result<Vec<(usize, Step)>, Difference> {
