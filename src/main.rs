@@ -13,6 +13,8 @@ use popstate::authorization::LoginPolicy;
 use popstate::board::Board;
 use popstate::classroom::Trace;
 use popstate::maildir::MaildirStore;
+use popstate::maildrop::Store;
+use popstate::mbox::MboxStore;
 use popstate::server::{Config, Server};
 use popstate::users::Users;
 use popstate::{addresses, demo, limits};
@@ -27,7 +29,12 @@ struct Args {
     /// folder with one Maildir per user, <DIR>/<user>/{new,cur,tmp} (needs --users)
     #[argh(option)]
     maildir_root: Option<PathBuf>,
-    /// users file: one name:password per line, # starts a comment (needs --maildir-root)
+    /// folder with one mbox file per user, <DIR>/<user>, as /var/mail is (needs --users;
+    /// instead of --maildir-root)
+    #[argh(option)]
+    mbox_dir: Option<PathBuf>,
+    /// users file: one name:password per line, # starts a comment (needs --maildir-root or
+    /// --mbox-dir)
     #[argh(option)]
     users: Option<PathBuf>,
     /// seconds without a command before a session is closed (default 600, RFC 1939's minimum)
@@ -144,34 +151,56 @@ fn run(args: Args) -> Result<(), String> {
     if args.board && args.trace {
         return Err("--board and --trace would both write every session to the terminal: use --board with --trace-user NAME to follow one student".into());
     }
-    if students > 0 && (args.maildir_root.is_some() || args.users.is_some()) {
-        return Err("--classroom makes demo accounts: it cannot be used with --maildir-root or --users (add students to your users file instead)".into());
+    if students > 0
+        && (args.maildir_root.is_some() || args.mbox_dir.is_some() || args.users.is_some())
+    {
+        return Err("--classroom makes demo accounts: it cannot be used with --maildir-root, --mbox-dir or --users (add students to your users file instead)".into());
     }
     let listener = TcpListener::bind(&args.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let hosts = addresses::hosts_for(&address);
 
-    let (maildir_root, users_file, demo_banner) = match (args.maildir_root, args.users) {
-        (Some(root), Some(users)) => (root, users, None),
-        (None, None) => {
+    let (store, users_file, demo_banner): (Box<dyn Store>, _, _) = match (
+        args.maildir_root,
+        args.mbox_dir,
+        args.users,
+    ) {
+        (Some(_), Some(_), _) => {
+            return Err("--maildir-root and --mbox-dir are two ways to store mail: give one of them, with --users".into());
+        }
+        (Some(root), None, Some(users)) => {
+            folder("--maildir-root", &root)?;
+            (Box::new(MaildirStore::new(root)), users, None)
+        }
+        (None, Some(dir), Some(users)) => {
+            folder("--mbox-dir", &dir)?;
+            (Box::new(MboxStore::new(dir)), users, None)
+        }
+        (None, None, None) => {
             let demo = demo::create_in_temp(address.port(), students)
                 .map_err(|e| format!("cannot create the demo maildrop: {e}"))?;
             let banner = demo::banner(&demo, &hosts, address.port());
-            (demo.maildir_root, demo.users_file, Some(banner))
+            (
+                Box::new(MaildirStore::new(demo.maildir_root)),
+                demo.users_file,
+                Some(banner),
+            )
         }
-        _ => {
+        (Some(_), None, None) => {
             return Err(
                 "--maildir-root and --users go together: give both, or neither for the demo".into(),
             );
         }
+        (None, Some(_), None) => {
+            return Err(
+                "--mbox-dir and --users go together: give both, or neither for the demo".into(),
+            );
+        }
+        (None, None, Some(_)) => {
+            return Err("--users needs --maildir-root or --mbox-dir to say where the mail is, or leave all three out for the demo".into());
+        }
     };
-    if !maildir_root.is_dir() {
-        return Err(format!(
-            "--maildir-root {}: not a folder",
-            maildir_root.display()
-        ));
-    }
     let text = std::fs::read_to_string(&users_file)
         .map_err(|e| format!("cannot read users file {}: {e}", users_file.display()))?;
     warn_if_readable_by_others(&users_file);
@@ -197,12 +226,7 @@ fn run(args: Args) -> Result<(), String> {
             .then(|| Board::new(connect_line(&hosts, address.port()))),
     };
     let server_board = config.board.clone();
-    let server = Server::new(
-        listener,
-        users,
-        Box::new(MaildirStore::new(maildir_root)),
-        config,
-    );
+    let server = Server::new(listener, users, store, config);
     // A closed standard output (say, `popstate | head -1`) must not stop the server.
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
@@ -230,6 +254,15 @@ fn run(args: Args) -> Result<(), String> {
     }
     server.serve();
     Ok(())
+}
+
+/// A storage flag must name a folder.
+fn folder(flag: &str, path: &std::path::Path) -> Result<(), String> {
+    if path.is_dir() {
+        Ok(())
+    } else {
+        Err(format!("{flag} {}: not a folder", path.display()))
+    }
 }
 
 /// The session limit that the open-file limit can carry. A logged-in session holds two file
