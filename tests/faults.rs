@@ -78,13 +78,18 @@ impl Maildrop for FaultyMaildrop {
         self.inner.open(index)
     }
 
-    fn remove(&mut self, index: usize) -> Result<(), String> {
-        if let Some(Fault::Remove(i)) = self.fault
-            && i == index
-        {
-            panic!("planted fault: removing message index {index}");
+    fn remove(&mut self, marked: &[usize]) -> Vec<(usize, String)> {
+        // One at a time, so that the panic comes after the messages before it are gone.
+        let mut failed = Vec::new();
+        for &index in marked {
+            if let Some(Fault::Remove(i)) = self.fault
+                && i == index
+            {
+                panic!("planted fault: removing message index {index}");
+            }
+            failed.extend(self.inner.remove(&[index]));
         }
-        self.inner.remove(index)
+        failed
     }
 }
 
