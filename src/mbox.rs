@@ -747,6 +747,26 @@ pub fn append_message<W: Write>(out: &mut W, from_line: &str, message: &[u8]) ->
 }
 // ANCHOR_END: append_message
 
+/// Every message in an mbox held in memory: its From_ line (without the line end) and its
+/// content as POP3 serves it before CRLF conversion (framing removed, quoting undone). For
+/// tests and tools that look at an mbox from outside a session.
+pub fn read_all(bytes: &[u8]) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let found = scan(bytes)?;
+    found
+        .messages
+        .iter()
+        .map(|f| {
+            let span = f.span;
+            let from = &bytes[span.start as usize..span.content as usize];
+            let from = String::from_utf8_lossy(from).trim_end().to_string();
+            let mut content = Vec::new();
+            Unstuff::new(&bytes[span.content as usize..span.end as usize])
+                .read_to_end(&mut content)?;
+            Ok((from, content))
+        })
+        .collect()
+}
+
 /// One user's locked mbox.
 struct MboxMaildrop {
     dir: PathBuf,

@@ -120,7 +120,11 @@ fn serve(dir: TempDir, users: &str, store: Box<dyn Store>, config: Config) -> Te
     let server = Server::new(listener, users, store, config);
     let addr = server.local_addr().expect("addr");
     thread::spawn(move || server.serve());
-    TestServer { addr, dir }
+    TestServer {
+        addr,
+        dir,
+        backend: common::Backend::Maildir,
+    }
 }
 
 /// Asserts that the server closes the connection without another reply line.
