@@ -66,7 +66,8 @@ fn untouched_stamp(path: &Path) -> (u64, i64, i64, i64, i64) {
 fn b14_a_damaged_mbox_gets_sys_perm_with_the_reason_and_is_never_changed() {
     let server = mbox_server();
     let path = server.mbox("u");
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    type Make = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, Make, &str)> = vec![
         (
             "no From_ line",
             Box::new(|p: &Path| fs::write(p, b"Subject: hi\n\nno From_ line\n").expect("write")),
