@@ -336,7 +336,6 @@ impl Maildrop for MaildirMaildrop {
             .collect()
     }
 }
-// ANCHOR_END: maildir_maildrop
 
 impl MaildirMaildrop {
     fn remove_one(&self, index: usize) -> Result<(), String> {
@@ -363,6 +362,7 @@ impl MaildirMaildrop {
         }
     }
 }
+// ANCHOR_END: maildir_maildrop
 
 /// One message file as `scan` finds it.
 struct Found {
