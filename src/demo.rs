@@ -124,6 +124,41 @@ fn write_alice_messages(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+// ANCHOR: create_mbox
+/// The same demo as [`create`], stored the other way: `root/users` and one mbox per user in
+/// `root/mail` (serve it with `--mbox-dir root/mail`). The messages are the same octets, so
+/// sizes, TOP and RETR are the same as over Maildir; only the unique-ids differ.
+pub fn create_mbox(root: &Path) -> io::Result<()> {
+    create(root)?;
+    fs::remove_dir_all(root.join("maildirs"))?;
+    let mail = root.join("mail");
+    fs::create_dir_all(&mail)?;
+    let alice = [
+        WELCOME.as_bytes(),
+        DOTS.as_bytes(),
+        UNIX.as_bytes(),
+        long().as_bytes(),
+        MULTIPART.as_bytes(),
+        UNTERMINATED.as_bytes(),
+    ]
+    .map(<[u8]>::to_vec);
+    write_mbox(&mail.join("alice"), "teacher@example.org", 1, &alice)?;
+    let bob = [BOB_1, BOB_2].map(|m| m.as_bytes().to_vec());
+    write_mbox(&mail.join("bob"), "alice@example.org", 101, &bob)
+}
+
+/// Writes `messages` as a new mbox, one From_ line each, delivered a second apart.
+fn write_mbox(path: &Path, sender: &str, first: u32, messages: &[Vec<u8>]) -> io::Result<()> {
+    let mut out = Vec::new();
+    for (n, message) in (first..).zip(messages) {
+        let (minute, second) = (n / 60, n % 60);
+        let from = format!("From {sender} Tue Nov 25 09:{minute:02}:{second:02} 2025");
+        crate::mbox::append_message(&mut out, &from, message)?;
+    }
+    fs::write(path, out)
+}
+// ANCHOR_END: create_mbox
+
 // ANCHOR: student_accounts
 /// `student01`, `student02`, … with passwords of two short words joined by a dash, say
 /// `maple-otter`: easy to read aloud and to type, unlike a random string. New passwords are

@@ -16,6 +16,7 @@
 //! | [`capa`]          | CAPA, in both states                              | 2449 §5, §6    |
 //! | [`maildrop`]      | what the states need from storage                 | 1939 §4        |
 //! | [`maildir`]       | Maildir storage, unique-ids and the lock          | 1939 §4, §7    |
+//! | [`mbox`]          | mbox storage (`--mbox-dir`): dot-lock, rewrite    | 1939 §4, §6, §7 |
 //! | [`users`]         | the users file and password checks                | 1939 §7, §13   |
 //! | [`classroom`]     | `--trace`: the dialogue on the server's terminal  |                |
 //! | [`limits`]        | every deliberate limit, with its reason           | 1939 §3, §13   |
@@ -44,6 +45,7 @@ pub mod hashed;
 pub mod limits;
 pub mod maildir;
 pub mod maildrop;
+pub mod mbox;
 pub mod protocol;
 #[cfg(feature = "sasl")]
 pub mod sasl;

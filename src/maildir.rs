@@ -354,7 +354,17 @@ impl Maildrop for MaildirMaildrop {
         Ok(Box::new(BufReader::with_capacity(buffer, file.take(len))))
     }
 
-    fn remove(&mut self, index: usize) -> Result<(), String> {
+    fn remove(&mut self, marked: &[usize]) -> Vec<(usize, String)> {
+        // One `unlink` each: every message is whole or gone, whatever happens between them.
+        marked
+            .iter()
+            .filter_map(|&index| self.remove_one(index).err().map(|why| (index, why)))
+            .collect()
+    }
+}
+
+impl MaildirMaildrop {
+    fn remove_one(&self, index: usize) -> Result<(), String> {
         let file_ref = self.file(index)?;
         let path = file_ref.path(&self.dir);
         let path = match fs::remove_file(&path) {

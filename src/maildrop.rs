@@ -1,9 +1,9 @@
 //! The maildrop as the POP3 states see it (RFC 1939 §4–§6), whatever stores it.
 //!
 //! The state files use only this interface: a [`Store`] opens and locks one user's maildrop; a
-//! [`Maildrop`] lists its messages as they were at login, opens one for reading, and removes one
-//! (only UPDATE calls `remove`). Dropping a `Maildrop` releases its lock. `maildir.rs` is the one
-//! implementation today; an mbox store would be a second file beside it.
+//! [`Maildrop`] lists its messages as they were at login, opens one for reading, and removes the
+//! marked ones (only UPDATE calls `remove`). Dropping a `Maildrop` releases its lock. There are
+//! two implementations: `maildir.rs` (a file per message) and `mbox.rs` (one file per user).
 
 use std::io::BufRead;
 
@@ -35,8 +35,11 @@ pub trait Maildrop: Send {
     /// Opens message `index` (0-based) for reading, as it was stored.
     fn open(&self, index: usize) -> Result<Box<dyn BufRead + Send>, String>;
 
-    /// Removes message `index` (0-based) for good. Only the UPDATE state calls this.
-    fn remove(&mut self, index: usize) -> Result<(), String>;
+    /// Removes the messages at `marked` (0-based, ascending) for good, and returns the ones
+    /// that could not be removed, each with the reason. Only the UPDATE state calls this, once:
+    /// all marks come together, so a store that keeps every message in one file (mbox) can
+    /// rewrite it once, and a crash leaves the old maildrop or the new one.
+    fn remove(&mut self, marked: &[usize]) -> Vec<(usize, String)>;
 }
 // ANCHOR_END: store
 

@@ -13,6 +13,8 @@ use popstate::authorization::LoginPolicy;
 use popstate::board::Board;
 use popstate::classroom::Trace;
 use popstate::maildir::MaildirStore;
+use popstate::maildrop::Store;
+use popstate::mbox::MboxStore;
 use popstate::server::{Config, Security, Server};
 use popstate::users::Users;
 use popstate::{addresses, demo, limits};
@@ -45,7 +47,12 @@ struct Args {
     /// folder with one Maildir per user, <DIR>/<user>/{new,cur,tmp} (needs --users)
     #[argh(option)]
     maildir_root: Option<PathBuf>,
-    /// users file: one name:password per line, # starts a comment (needs --maildir-root)
+    /// folder with one mbox file per user, <DIR>/<user>, as /var/mail is (needs --users;
+    /// instead of --maildir-root)
+    #[argh(option)]
+    mbox_dir: Option<PathBuf>,
+    /// users file: one name:password per line, # starts a comment (needs --maildir-root or
+    /// --mbox-dir)
     #[argh(option)]
     users: Option<PathBuf>,
     /// seconds without a command before a session is closed (default 600, RFC 1939's minimum)
@@ -169,14 +176,12 @@ fn run(args: Args) -> Result<(), String> {
     if args.board && args.trace {
         return Err("--board and --trace would both write every session to the terminal: use --board with --trace-user NAME to follow one student".into());
     }
-    if students > 0 && (args.maildir_root.is_some() || args.users.is_some()) {
-        return Err("--classroom makes demo accounts: it cannot be used with --maildir-root or --users (add students to your users file instead)".into());
+    if students > 0
+        && (args.maildir_root.is_some() || args.mbox_dir.is_some() || args.users.is_some())
+    {
+        return Err("--classroom makes demo accounts: it cannot be used with --maildir-root, --mbox-dir or --users (add students to your users file instead)".into());
     }
-    if args.maildir_root.is_some() != args.users.is_some() {
-        return Err(
-            "--maildir-root and --users go together: give both, or neither for the demo".into(),
-        );
-    }
+    storage_flags(&args)?;
     // Certificate files are checked before anything binds; tls.rs says what is wrong with them.
     #[cfg(feature = "tls")]
     let certificate = tls_flags::certificate(&args)?;
@@ -199,22 +204,37 @@ fn run(args: Args) -> Result<(), String> {
     };
     let hosts = addresses::hosts_for(&address);
 
-    let (maildir_root, users_file, banner, demo_root) =
-        match (args.maildir_root.clone(), args.users.clone()) {
-            (Some(root), Some(users)) => (root, users, String::new(), None),
-            _ => {
-                let demo = demo::create_in_temp(address.port(), students)
-                    .map_err(|e| format!("cannot create the demo maildrop: {e}"))?;
-                let banner = demo::banner(&demo, &hosts, address.port());
-                (demo.maildir_root, demo.users_file, banner, Some(demo.root))
-            }
-        };
-    if !maildir_root.is_dir() {
-        return Err(format!(
-            "--maildir-root {}: not a folder",
-            maildir_root.display()
-        ));
-    }
+    let (store, users_file, banner, demo_root): (Box<dyn Store>, _, _, _) = match (
+        args.maildir_root.clone(),
+        args.mbox_dir.clone(),
+        args.users.clone(),
+    ) {
+        (Some(root), _, Some(users)) => {
+            folder("--maildir-root", &root)?;
+            (
+                Box::new(MaildirStore::new(root)),
+                users,
+                String::new(),
+                None,
+            )
+        }
+        (None, Some(dir), Some(users)) => {
+            folder("--mbox-dir", &dir)?;
+            (Box::new(MboxStore::new(dir)), users, String::new(), None)
+        }
+        // `fn storage_flags` allowed no other combination but none of the three: the demo.
+        _ => {
+            let demo = demo::create_in_temp(address.port(), students)
+                .map_err(|e| format!("cannot create the demo maildrop: {e}"))?;
+            let banner = demo::banner(&demo, &hosts, address.port());
+            (
+                Box::new(MaildirStore::new(demo.maildir_root)),
+                demo.users_file,
+                banner,
+                Some(demo.root),
+            )
+        }
+    };
     let text = std::fs::read_to_string(&users_file)
         .map_err(|e| format!("cannot read users file {}: {e}", users_file.display()))?;
     warn_if_readable_by_others(&users_file);
@@ -262,12 +282,7 @@ fn run(args: Args) -> Result<(), String> {
         .iter()
         .any(|(a, s)| *s == Security::Plain && !a.ip().is_loopback())
         && !config.login.require_tls;
-    let server = Server::with_listeners(
-        listeners,
-        users,
-        Box::new(MaildirStore::new(maildir_root)),
-        config,
-    );
+    let server = Server::with_listeners(listeners, users, store, config);
     // A closed standard output (say, `popstate | head -1`) must not stop the server.
     let mut out = std::io::stdout().lock();
     for (address, security) in &addresses {
@@ -337,6 +352,31 @@ fn warn_about_clear_text(addresses: &[(SocketAddr, Security)], config: &Config) 
                 }
             );
         }
+    }
+}
+
+/// Where the mail is: `--maildir-root` or `--mbox-dir`, each with `--users`, or none of the
+/// three for the demo. Checked before anything binds.
+fn storage_flags(args: &Args) -> Result<(), String> {
+    match (&args.maildir_root, &args.mbox_dir, &args.users) {
+        (Some(_), Some(_), _) => Err("--maildir-root and --mbox-dir are two ways to store mail: give one of them, with --users".into()),
+        (Some(_), None, None) => Err(
+            "--maildir-root and --users go together: give both, or neither for the demo".into(),
+        ),
+        (None, Some(_), None) => Err(
+            "--mbox-dir and --users go together: give both, or neither for the demo".into(),
+        ),
+        (None, None, Some(_)) => Err("--users needs --maildir-root or --mbox-dir to say where the mail is, or leave all three out for the demo".into()),
+        _ => Ok(()),
+    }
+}
+
+/// A storage flag must name a folder.
+fn folder(flag: &str, path: &std::path::Path) -> Result<(), String> {
+    if path.is_dir() {
+        Ok(())
+    } else {
+        Err(format!("{flag} {}: not a folder", path.display()))
     }
 }
 
@@ -425,7 +465,7 @@ mod tls_flags {
 
     /// The certificate from `--tls-cert`/`--tls-key`, or `None` (the demo then makes one).
     pub fn certificate(args: &Args) -> Result<Option<Certificate>, String> {
-        let demo = args.maildir_root.is_none();
+        let demo = args.maildir_root.is_none() && args.mbox_dir.is_none();
         let certificate = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(Certificate::load(cert, key)?),
             (None, None) => None,

@@ -23,12 +23,11 @@ pub struct Removed {
 /// ```
 pub fn update(mut maildrop: Box<dyn Maildrop>, deleted: &[bool]) -> Removed {
     let marked: Vec<usize> = (0..deleted.len()).filter(|&i| deleted[i]).collect();
-    let mut failures = Vec::new();
-    for &index in &marked {
-        if let Err(why) = maildrop.remove(index) {
-            failures.push(format!("message {} could not be removed: {why}", index + 1));
-        }
-    }
+    let failures: Vec<String> = maildrop
+        .remove(&marked)
+        .into_iter()
+        .map(|(index, why)| format!("message {} could not be removed: {why}", index + 1))
+        .collect();
     let removed = (marked.len() - failures.len()) as u64;
     let left = deleted.len() - removed as usize;
     // Release the lock before the reply, so that a client that reconnects at once finds the
@@ -77,12 +76,16 @@ mod tests {
         fn open(&self, _: usize) -> Result<Box<dyn BufRead + Send>, String> {
             Err("not used".into())
         }
-        fn remove(&mut self, index: usize) -> Result<(), String> {
-            if self.fail.contains(&index) {
-                return Err("read-only file system".into());
+        fn remove(&mut self, marked: &[usize]) -> Vec<(usize, String)> {
+            let mut failed = Vec::new();
+            for &index in marked {
+                if self.fail.contains(&index) {
+                    failed.push((index, "read-only file system".to_string()));
+                } else {
+                    self.removed.lock().expect("lock").push(index);
+                }
             }
-            self.removed.lock().expect("lock").push(index);
-            Ok(())
+            failed
         }
     }
 

@@ -78,13 +78,18 @@ impl Maildrop for FaultyMaildrop {
         self.inner.open(index)
     }
 
-    fn remove(&mut self, index: usize) -> Result<(), String> {
-        if let Some(Fault::Remove(i)) = self.fault
-            && i == index
-        {
-            panic!("planted fault: removing message index {index}");
+    fn remove(&mut self, marked: &[usize]) -> Vec<(usize, String)> {
+        // One at a time, so that the panic comes after the messages before it are gone.
+        let mut failed = Vec::new();
+        for &index in marked {
+            if let Some(Fault::Remove(i)) = self.fault
+                && i == index
+            {
+                panic!("planted fault: removing message index {index}");
+            }
+            failed.extend(self.inner.remove(&[index]));
         }
-        self.inner.remove(index)
+        failed
     }
 }
 
@@ -115,7 +120,11 @@ fn serve(dir: TempDir, users: &str, store: Box<dyn Store>, config: Config) -> Te
     let server = Server::new(listener, users, store, config);
     let addr = server.local_addr().expect("addr");
     thread::spawn(move || server.serve());
-    TestServer { addr, dir }
+    TestServer {
+        addr,
+        dir,
+        backend: common::Backend::Maildir,
+    }
 }
 
 /// Asserts that the server closes the connection without another reply line.

@@ -637,3 +637,74 @@ fn b23_curl_dele_then_quit_removes_only_that_message() {
         "curl RETR 3 after DELE 3",
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// An mbox written by Python's `mailbox.mbox`
+// ---------------------------------------------------------------------------------------------
+
+/// Writes each message (given in hex) into a new mbox with the stdlib's `mailbox.mbox`, which
+/// adds the From_ lines and quotes body lines that start with `From ` (mboxo).
+const PY_WRITE_MBOX: &str = "import mailbox, sys
+box = mailbox.mbox(sys.argv[1])
+box.lock()
+for hexed in sys.argv[2:]:
+    box.add(bytes.fromhex(hexed))
+box.flush()
+box.unlock()
+box.close()
+";
+
+#[test]
+fn b19_b20_poplib_and_curl_read_an_mbox_written_by_python_mailbox_byte_exact() {
+    let server = common::Backend::Mbox.server_with_users("carol:pw\n", common::test_config());
+    let mut long = String::from("From: c@example.org\nSubject: long\n\n");
+    for n in 0..300 {
+        long.push_str(&format!("line {n}\n"));
+    }
+    let messages: Vec<Vec<u8>> = vec![
+        b"From: a@example.org\nSubject: plain\n\nHello\n".to_vec(),
+        b"From: b@example.org\nSubject: From_ lookalikes\n\nFrom the start of a line\n\nFrom after a blank line\n.\n..two dots\n".to_vec(),
+        b"From: b@example.org\r\nSubject: crlf\r\n\r\nline one\r\nFrom here too\r\n\r\n".to_vec(),
+        long.into_bytes(),
+    ];
+    let hex = |m: &Vec<u8>| m.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut args = vec![
+        "-I".to_string(),
+        "-c".to_string(),
+        PY_WRITE_MBOX.to_string(),
+        server.mbox("carol").display().to_string(),
+    ];
+    args.extend(messages.iter().map(hex));
+    let wrote = run("python3", &args);
+    assert!(wrote.status.success(), "mailbox.mbox: {}", wrote.describe());
+    assert!(
+        !server.root().join("carol.lock").exists(),
+        "Python unlocked"
+    );
+
+    let expected: Vec<Vec<u8>> = messages.iter().map(|m| on_the_wire(m)).collect();
+    let records = poplib(&server, "read", "carol", "pw", &[]);
+    let total: usize = expected.iter().map(Vec::len).sum();
+    assert_eq!(records.one("stat"), format!("{} {total}", messages.len()));
+    let sizes: Vec<String> = expected
+        .iter()
+        .enumerate()
+        .map(|(i, m)| format!("{} {}", i + 1, m.len()))
+        .collect();
+    assert_eq!(records.all("list"), sizes);
+    let got = records.contents("retr");
+    assert_eq!(got.len(), messages.len());
+    for (n, bytes) in got {
+        assert_bytes_eq(&bytes, &expected[n - 1], &format!("poplib RETR {n}"));
+    }
+    for (i, wire) in expected.iter().enumerate() {
+        let out = curl(&server, "carol", "pw", &(i + 1).to_string(), &[]);
+        assert!(
+            out.status.success(),
+            "curl RETR {}: {}",
+            i + 1,
+            out.describe()
+        );
+        assert_bytes_eq(&out.stdout, wire, &format!("curl RETR {}", i + 1));
+    }
+}

@@ -401,3 +401,94 @@ fn b06_b07_b19_b25_plain_and_fast_agree() {
         }
     });
 }
+
+// ---- mbox: framing and mboxrd quoting, through the real store ------------------------------
+
+/// A message made of the lines that matter to mbox: From_ lookalikes, quoted ones, blank lines
+/// (which make the next `From ` a separator if left unquoted), dots and odd line ends.
+fn random_mbox_message(rng: &mut Rng) -> Vec<u8> {
+    const PIECES: [&[u8]; 14] = [
+        b"From ",
+        b">From ",
+        b">>From ",
+        b">",
+        b"From",
+        b"\n",
+        b"\r\n",
+        b"\n\n",
+        b"\r",
+        b".",
+        b"a",
+        b" ",
+        b"Subject: x",
+        b"\0",
+    ];
+    let mut message = Vec::new();
+    for _ in 0..rng.size(24) {
+        message.extend_from_slice(PIECES[rng.size(PIECES.len() - 1)]);
+    }
+    message
+}
+
+#[test]
+fn b19_b20_b25_mbox_messages_read_back_as_written_modulo_crlf() {
+    use popstate::maildrop::Store;
+    use popstate::mbox::{MboxStore, append_message};
+
+    let dir = std::env::temp_dir().join(format!("popstate-prop-mbox-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let store = MboxStore::new(&dir);
+    let mut rng = Rng::new(11);
+    for round in 0..15 {
+        // 200 messages in one file: each one's framing meets its neighbours'.
+        let messages: Vec<Vec<u8>> = (0..200).map(|_| random_mbox_message(&mut rng)).collect();
+        let mut mbox = Vec::new();
+        for (n, message) in messages.iter().enumerate() {
+            let from = format!("From sender{n}@example.org Mon Jan  1 00:00:00 2024");
+            append_message(&mut mbox, &from, message).expect("Vec write");
+        }
+        std::fs::write(dir.join("user"), &mbox).expect("write mbox");
+        let maildrop = store
+            .open_maildrop("user")
+            .unwrap_or_else(|_| panic!("round {round}"));
+        assert_eq!(maildrop.messages().len(), messages.len(), "round {round}");
+        for (i, message) in messages.iter().enumerate() {
+            let context = format!("round {round}, message {i}: {message:?}");
+            let mut wire = Vec::new();
+            let mut body = maildrop.open(i).expect("open");
+            let octets = protocol::write_message(&mut body, &mut wire, None).expect("write");
+            let (lines, stuffing) = client_view(&wire);
+            assert_eq!(lines, normalised_lines(message), "{context}");
+            assert_eq!(octets, wire.len() as u64 - stuffing, "{context}");
+            assert_eq!(
+                octets,
+                maildrop.messages()[i].size,
+                "LIST = RETR: {context}"
+            );
+            let n = rng.below(4);
+            let mut top = Vec::new();
+            let mut body = maildrop.open(i).expect("open");
+            protocol::write_message(&mut body, &mut top, Some(n)).expect("write");
+            assert_eq!(
+                client_view(&top).0,
+                top_model(&normalised_lines(message), n),
+                "TOP {n}: {context}"
+            );
+        }
+        let uids: std::collections::HashSet<&str> =
+            maildrop.messages().iter().map(|m| m.uid.as_str()).collect();
+        assert_eq!(
+            uids.len(),
+            messages.len(),
+            "round {round}: unique-ids are unique"
+        );
+        drop(maildrop);
+        assert_eq!(
+            std::fs::read(dir.join("user")).expect("read"),
+            mbox,
+            "reading never changes the file"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, assert_err, demo_server, demo_server_with, server_with_users, test_config};
+use common::{Backend, Client, assert_err, test_config};
 
 /// alice's demo messages as stored, in message-number order.
 fn alice_files(server: &common::TestServer) -> Vec<Vec<u8>> {
@@ -32,24 +32,24 @@ fn as_sent(stored: &[u8]) -> Vec<u8> {
     out
 }
 
-/// With the `apop` feature the greeting carries a timestamp: tests/apop.rs checks that one.
-#[test]
-#[cfg(not(feature = "apop"))]
-fn b01_greeting_is_one_positive_line_without_apop_timestamp() {
-    let server = demo_server();
+/// RFC 1939 §4: one positive line. Its `<...>` invites APOP, so only a build with the `apop`
+/// feature has one (tests/apop.rs checks it is new on every greeting).
+fn b01_greeting_is_one_positive_line_without_apop_timestamp(backend: Backend) {
+    let server = backend.demo_server();
     let c = server.connect();
     assert!(c.greeting.starts_with("+OK "), "{}", c.greeting);
-    assert!(
-        !c.greeting.contains('<'),
-        "no APOP timestamp: {}",
+    let stamped = c.greeting.ends_with('>') && c.greeting.contains(" <");
+    assert_eq!(
+        stamped,
+        cfg!(feature = "apop"),
+        "an APOP timestamp only with the apop feature: {}",
         c.greeting
     );
     assert!(c.greeting.len() + 2 <= 512);
 }
 
-#[test]
-fn b02_keywords_are_case_insensitive_and_bare_lf_is_accepted() {
-    let server = demo_server();
+fn b02_keywords_are_case_insensitive_and_bare_lf_is_accepted(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.connect();
     c.send_raw(b"user alice\npAsS wonderland\nstat\r\n");
     assert!(c.line().starts_with("+OK"));
@@ -57,9 +57,8 @@ fn b02_keywords_are_case_insensitive_and_bare_lf_is_accepted() {
     assert_eq!(c.line(), "+OK 6 29816");
 }
 
-#[test]
-fn b08_unknown_and_malformed_commands_get_err_and_the_session_goes_on() {
-    let server = demo_server();
+fn b08_unknown_and_malformed_commands_get_err_and_the_session_goes_on(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.connect();
     assert_err(&c.cmd("HELO"), "unknown command HELO");
     assert_err(&c.cmd("XYZZY"), "not a command");
@@ -74,9 +73,8 @@ fn b08_unknown_and_malformed_commands_get_err_and_the_session_goes_on() {
     assert_eq!(c.cmd("STAT"), "+OK 6 29816");
 }
 
-#[test]
-fn b09_wrong_state_commands_say_where_they_belong() {
-    let server = demo_server();
+fn b09_wrong_state_commands_say_where_they_belong(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.connect();
     for cmd in [
         "STAT", "LIST", "RETR 1", "DELE 1", "NOOP", "RSET", "TOP 1 0", "UIDL",
@@ -116,9 +114,8 @@ fn b09_wrong_state_commands_say_where_they_belong() {
     assert_eq!(c.cmd("STAT"), "+OK 6 29816", "still in TRANSACTION");
 }
 
-#[test]
-fn b16_quit_in_authorization_closes_without_update() {
-    let server = demo_server();
+fn b16_quit_in_authorization_closes_without_update(backend: Backend) {
+    let server = backend.demo_server();
     let before = server.snapshot("alice");
     let mut c = server.connect();
     assert!(c.cmd("QUIT").starts_with("+OK"));
@@ -126,9 +123,8 @@ fn b16_quit_in_authorization_closes_without_update() {
     assert_eq!(server.snapshot("alice"), before);
 }
 
-#[test]
-fn b17_stat_counts_messages_and_octets_excluding_deleted() {
-    let server = demo_server();
+fn b17_stat_counts_messages_and_octets_excluding_deleted(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.login("alice", "wonderland");
     assert_eq!(c.cmd("STAT"), "+OK 6 29816");
     assert!(c.cmd("DELE 4").starts_with("+OK"));
@@ -136,9 +132,8 @@ fn b17_stat_counts_messages_and_octets_excluding_deleted() {
     assert_err(&c.cmd("STAT 1"), "STAT takes fewer arguments");
 }
 
-#[test]
-fn b18_list_gives_scan_listings_and_single_lines() {
-    let server = demo_server();
+fn b18_list_gives_scan_listings_and_single_lines(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.login("alice", "wonderland");
     assert_eq!(
         c.lines("LIST"),
@@ -148,9 +143,8 @@ fn b18_list_gives_scan_listings_and_single_lines() {
     assert_err(&c.cmd("LIST 1 2"), "LIST takes fewer arguments");
 }
 
-#[test]
-fn b18_empty_maildrop_lists_nothing() {
-    let server = server_with_users("carol:pw\n", test_config());
+fn b18_empty_maildrop_lists_nothing(backend: Backend) {
+    let server = backend.server_with_users("carol:pw\n", test_config());
     let mut c = server.login("carol", "pw");
     assert_eq!(c.cmd("STAT"), "+OK 0 0");
     assert_eq!(c.cmd("LIST"), "+OK 0 messages (0 octets)");
@@ -163,9 +157,8 @@ fn b18_empty_maildrop_lists_nothing() {
     );
 }
 
-#[test]
-fn b19_b20_retr_sends_crlf_lines_and_list_counts_them_exactly() {
-    let server = server_with_users("dan:pw\n", test_config());
+fn b19_b20_retr_sends_crlf_lines_and_list_counts_them_exactly(backend: Backend) {
+    let server = backend.server_with_users("dan:pw\n", test_config());
     let stored: [&[u8]; 6] = [
         b"Subject: crlf\r\n\r\nbody\r\n",
         b"Subject: lf only\n\nbody\nmore\n",
@@ -197,9 +190,8 @@ fn b19_b20_retr_sends_crlf_lines_and_list_counts_them_exactly() {
     }
 }
 
-#[test]
-fn b07_b20_retr_byte_stuffs_the_dot_message_exactly() {
-    let server = demo_server();
+fn b07_b20_retr_byte_stuffs_the_dot_message_exactly(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.login("alice", "wonderland");
     assert_eq!(c.cmd("RETR 2"), "+OK 443 octets");
     let raw = c.multiline_raw();
@@ -211,9 +203,8 @@ fn b07_b20_retr_byte_stuffs_the_dot_message_exactly() {
     assert!(text.ends_with("follows this one.\r\n.\r\n"));
 }
 
-#[test]
-fn b20_retr_of_every_demo_message_matches_the_files() {
-    let server = demo_server();
+fn b20_retr_of_every_demo_message_matches_the_files(backend: Backend) {
+    let server = backend.demo_server();
     let files = alice_files(&server);
     let mut c = server.login("alice", "wonderland");
     for (i, stored) in files.iter().enumerate() {
@@ -222,9 +213,8 @@ fn b20_retr_of_every_demo_message_matches_the_files() {
     }
 }
 
-#[test]
-fn b15_bad_message_numbers_get_err() {
-    let server = demo_server();
+fn b15_bad_message_numbers_get_err(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.login("alice", "wonderland");
     for cmd in ["RETR", "DELE", "LIST", "UIDL"] {
         assert_err(&c.cmd(&format!("{cmd} 0")), "message numbers start at 1");
@@ -250,9 +240,8 @@ fn b15_bad_message_numbers_get_err() {
     assert_eq!(c.cmd("STAT"), "+OK 6 29816", "nothing was marked");
 }
 
-#[test]
-fn b21_dele_marks_and_every_later_reference_says_deleted() {
-    let server = demo_server();
+fn b21_dele_marks_and_every_later_reference_says_deleted(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.login("alice", "wonderland");
     assert!(
         c.cmd("DELE 2")
@@ -274,9 +263,8 @@ fn b21_dele_marks_and_every_later_reference_says_deleted() {
     assert_eq!(c.cmd("LIST 3"), "+OK 3 362", "numbers do not shift");
 }
 
-#[test]
-fn b22_rset_unmarks_and_noop_answers() {
-    let server = demo_server();
+fn b22_rset_unmarks_and_noop_answers(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.login("alice", "wonderland");
     c.cmd("DELE 1");
     c.cmd("DELE 3");
@@ -291,9 +279,8 @@ fn b22_rset_unmarks_and_noop_answers() {
     assert_eq!(server.snapshot("alice").len(), 6);
 }
 
-#[test]
-fn b23_quit_removes_exactly_the_marked_messages() {
-    let server = demo_server();
+fn b23_quit_removes_exactly_the_marked_messages(backend: Backend) {
+    let server = backend.demo_server();
     let before = server.snapshot("alice");
     let mut c = server.login("alice", "wonderland");
     c.cmd("DELE 1");
@@ -313,9 +300,8 @@ fn b23_quit_removes_exactly_the_marked_messages() {
     assert_eq!(c.lines("LIST"), ["1 443", "2 362", "3 683", "4 236"]);
 }
 
-#[test]
-fn b24_dropped_connection_removes_nothing() {
-    let server = demo_server();
+fn b24_dropped_connection_removes_nothing(backend: Backend) {
+    let server = backend.demo_server();
     let before = server.snapshot("alice");
     let mut c = server.login("alice", "wonderland");
     for n in 1..=6 {
@@ -344,9 +330,8 @@ fn login_when_free(server: &common::TestServer, user: &str, pass: &str) -> Clien
     }
 }
 
-#[test]
-fn b25_top_gives_header_blank_line_and_n_body_lines() {
-    let server = demo_server();
+fn b25_top_gives_header_blank_line_and_n_body_lines(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.login("alice", "wonderland");
     let header = "From: popstate <teacher@example.org>\nTo: alice@example.org\nSubject: A long message\nDate: Tue, 25 Nov 2025 09:00:04 +0000\nMessage-ID: <demo4@popstate.example>\n";
     assert!(c.cmd("TOP 4 0").starts_with("+OK"));
@@ -378,12 +363,11 @@ fn b25_top_gives_header_blank_line_and_n_body_lines() {
     );
 }
 
-#[test]
-fn b26_uidl_is_stable_unique_and_well_formed() {
-    let server = demo_server();
+fn b26_uidl_is_stable_unique_and_well_formed(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.login("alice", "wonderland");
     let first = c.lines("UIDL");
-    assert_eq!(c.cmd("UIDL 2"), "+OK 2 1764000002.demo2.popstate");
+    assert_eq!(c.cmd("UIDL 2"), format!("+OK 2 {}", backend.alice_uid(2)));
     c.cmd("QUIT");
     let ids: Vec<&str> = first
         .iter()
@@ -397,38 +381,58 @@ fn b26_uidl_is_stable_unique_and_well_formed() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), ids.len());
-    // A mail reader marks message 3 as seen (new/ -> cur/ with flags): its id stays.
-    let dir = server.maildir("alice");
-    fs::rename(
-        dir.join("new/1764000003.demo3.popstate"),
-        dir.join("cur/1764000003.demo3.popstate:2,S"),
-    )
-    .expect("rename");
-    let mut c = server.login("alice", "wonderland");
+    // A mail reader marks message 3 as seen: its id stays. In a Maildir it moves the file
+    // from new/ to cur/ with flags; in an mbox it adds a Status: header (as mutt does).
+    match backend {
+        Backend::Maildir => {
+            let dir = server.maildir("alice");
+            fs::rename(
+                dir.join("new/1764000003.demo3.popstate"),
+                dir.join("cur/1764000003.demo3.popstate:2,S"),
+            )
+            .expect("rename");
+        }
+        Backend::Mbox => {
+            let path = server.mbox("alice");
+            let text = fs::read_to_string(&path).expect("read");
+            let id = "Message-ID: <demo3@popstate.example>\n";
+            fs::write(&path, text.replace(id, &format!("{id}Status: RO\n"))).expect("write");
+        }
+    }
+    let mut c = login_when_free(&server, "alice", "wonderland");
     assert_eq!(c.lines("UIDL"), first);
 }
 
-#[test]
-fn b26_message_renamed_during_session_is_still_served_and_removed() {
-    let server = demo_server();
+fn b26_message_renamed_during_session_is_still_served_and_removed(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.login("alice", "wonderland");
-    let dir = server.maildir("alice");
-    fs::rename(
-        dir.join("new/1764000002.demo2.popstate"),
-        dir.join("cur/1764000002.demo2.popstate:2,RS"),
-    )
-    .expect("rename");
+    // Another program touches the maildrop as its format allows: a Maildir reader renames the
+    // file; with an mbox, mail is appended (the file changes, message 2 does not).
+    match backend {
+        Backend::Maildir => {
+            let dir = server.maildir("alice");
+            fs::rename(
+                dir.join("new/1764000002.demo2.popstate"),
+                dir.join("cur/1764000002.demo2.popstate:2,RS"),
+            )
+            .expect("rename");
+        }
+        Backend::Mbox => {
+            server.deliver("alice", "new", "late", b"Subject: late\n\nx\n");
+        }
+    }
     assert_eq!(c.cmd("RETR 2"), "+OK 443 octets");
     c.multiline();
     c.cmd("DELE 2");
     c.cmd("QUIT");
-    assert!(!dir.join("cur/1764000002.demo2.popstate:2,RS").exists());
-    assert_eq!(server.snapshot("alice").len(), 5);
+    let after = server.snapshot("alice");
+    assert!(after.iter().all(|(name, _)| !name.contains("demo2")));
+    let appended = usize::from(backend == Backend::Mbox);
+    assert_eq!(after.len(), 5 + appended);
 }
 
-#[test]
-fn b28_r03_user_never_reveals_whether_a_user_exists() {
-    let server = demo_server();
+fn b28_r03_user_never_reveals_whether_a_user_exists(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.connect();
     let known = c.cmd("USER alice");
     let wrong_pass = c.cmd("PASS nope");
@@ -440,9 +444,8 @@ fn b28_r03_user_never_reveals_whether_a_user_exists() {
     assert_err(&wrong_pass, "[AUTH]");
 }
 
-#[test]
-fn b29_pass_takes_the_rest_of_the_line_and_must_follow_user() {
-    let server = server_with_users("erin:two words  and more\n", test_config());
+fn b29_pass_takes_the_rest_of_the_line_and_must_follow_user(backend: Backend) {
+    let server = backend.server_with_users("erin:two words  and more\n", test_config());
     let mut c = server.connect();
     assert_err(
         &c.cmd("PASS two words  and more"),
@@ -464,16 +467,15 @@ fn b29_pass_takes_the_rest_of_the_line_and_must_follow_user() {
     assert!(c.cmd("PASS two words  and more").starts_with("+OK"));
 }
 
-#[test]
-fn unsafe_user_names_never_reach_the_file_system() {
-    let server = demo_server();
+fn unsafe_user_names_never_reach_the_file_system(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.connect();
     for name in ["..", ".", "a/b", "../alice", "a\\b", "a:b"] {
         assert_err(&c.cmd(&format!("USER {name}")), "");
     }
     assert_err(&c.cmd("USER"), "USER needs more arguments");
     assert_err(&c.cmd("USER a b"), "USER takes fewer arguments");
-    let root = server.dir.path().join("maildirs");
+    let root = server.root();
     let mut entries: Vec<String> = fs::read_dir(&root)
         .expect("root")
         .flatten()
@@ -483,9 +485,8 @@ fn unsafe_user_names_never_reach_the_file_system() {
     assert_eq!(entries, ["alice", "bob"]);
 }
 
-#[test]
-fn b13_x13_second_login_gets_in_use_and_stays_in_authorization() {
-    let server = demo_server();
+fn b13_x13_second_login_gets_in_use_and_stays_in_authorization(backend: Backend) {
+    let server = backend.demo_server();
     let mut first = server.login("alice", "wonderland");
     let mut second = server.connect();
     second.cmd("USER alice");
@@ -504,17 +505,34 @@ fn b13_x13_second_login_gets_in_use_and_stays_in_authorization() {
     third.login("alice", "wonderland");
 }
 
-#[test]
-fn b14_unreadable_maildrop_gets_sys_perm_and_no_lock_is_kept() {
-    let server = demo_server();
-    let dir = server.maildir("bob");
-    fs::remove_dir_all(dir.join("new")).expect("rm");
-    fs::write(dir.join("new"), b"not a folder").expect("write");
+fn b14_unreadable_maildrop_gets_sys_perm_and_no_lock_is_kept(backend: Backend) {
+    let server = backend.demo_server();
+    // A Maildir's new/ that is a file; an mbox that is a folder.
+    let broken = match backend {
+        Backend::Maildir => server.maildir("bob").join("new"),
+        Backend::Mbox => server.mbox("bob"),
+    };
+    let fixed = broken.clone();
+    match backend {
+        Backend::Maildir => {
+            fs::remove_dir_all(&broken).expect("rm");
+            fs::write(&broken, b"not a folder").expect("write");
+        }
+        Backend::Mbox => {
+            fs::remove_file(&broken).expect("rm");
+            fs::create_dir(&broken).expect("mkdir");
+        }
+    }
     let mut c = server.connect();
     c.cmd("USER bob");
     assert_err(&c.cmd("PASS builder"), "[SYS/PERM]");
-    fs::remove_file(dir.join("new")).expect("rm");
-    fs::create_dir(dir.join("new")).expect("mkdir");
+    match backend {
+        Backend::Maildir => {
+            fs::remove_file(&fixed).expect("rm");
+            fs::create_dir(&fixed).expect("mkdir");
+        }
+        Backend::Mbox => fs::remove_dir(&fixed).expect("rmdir"),
+    }
     c.cmd("USER bob");
     assert!(
         c.cmd("PASS builder").starts_with("+OK"),
@@ -522,19 +540,21 @@ fn b14_unreadable_maildrop_gets_sys_perm_and_no_lock_is_kept() {
     );
 }
 
-#[test]
-fn a_user_without_a_maildir_gets_an_empty_one() {
-    let server = server_with_users("fay:pw\n", test_config());
+fn a_user_without_a_maildir_gets_an_empty_one(backend: Backend) {
+    let server = backend.server_with_users("fay:pw\n", test_config());
     let mut c = server.login("fay", "pw");
     assert_eq!(c.cmd("STAT"), "+OK 0 0");
-    assert!(server.maildir("fay").join("new").is_dir());
+    match backend {
+        Backend::Maildir => assert!(server.maildir("fay").join("new").is_dir()),
+        // A missing mbox is an empty one, and is left for a delivery agent to create.
+        Backend::Mbox => assert!(!server.mbox("fay").exists()),
+    }
 }
 
-#[test]
-fn b10_b11_idle_timer_closes_silently_and_removes_nothing() {
+fn b10_b11_idle_timer_closes_silently_and_removes_nothing(backend: Backend) {
     let mut config = test_config();
     config.idle_timeout = Duration::from_secs(1);
-    let server = demo_server_with(config);
+    let server = backend.demo_server_with(config);
     let before = server.snapshot("alice");
     let mut c = server.login("alice", "wonderland");
     c.cmd("DELE 1");
@@ -551,9 +571,8 @@ fn b10_b11_idle_timer_closes_silently_and_removes_nothing() {
     login_when_free(&server, "alice", "wonderland");
 }
 
-#[test]
-fn x01_command_lines_up_to_255_octets_are_accepted_longer_ones_refused_in_step() {
-    let server = demo_server();
+fn x01_command_lines_up_to_255_octets_are_accepted_longer_ones_refused_in_step(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.login("alice", "wonderland");
     // NOOP, then spaces: 253 octets + CRLF = 255.
     let max = format!("NOOP{}", " ".repeat(249));
@@ -568,9 +587,8 @@ fn x01_command_lines_up_to_255_octets_are_accepted_longer_ones_refused_in_step()
     assert_eq!(c.line(), "+OK");
 }
 
-#[test]
-fn x02_x03_capa_is_the_same_in_both_states() {
-    let server = demo_server();
+fn x02_x03_capa_is_the_same_in_both_states(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.connect();
     let before = c.lines("CAPA");
     let mut expected = vec![
@@ -595,9 +613,8 @@ fn x02_x03_capa_is_the_same_in_both_states() {
     assert_err(&c.cmd("CAPA x"), "CAPA takes no arguments");
 }
 
-#[test]
-fn x10_a_thousand_pipelined_commands_get_a_thousand_replies_in_order() {
-    let server = demo_server();
+fn x10_a_thousand_pipelined_commands_get_a_thousand_replies_in_order(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.connect();
     let mut batch = String::from("USER alice\r\nPASS wonderland\r\n");
     for i in 0..1000 {
@@ -616,15 +633,14 @@ fn x10_a_thousand_pipelined_commands_get_a_thousand_replies_in_order() {
             0 => "+OK 6 29816",
             1 => "+OK",
             2 => "+OK 3 362",
-            _ => "+OK 1 1764000001.demo1.popstate",
+            _ => &format!("+OK 1 {}", backend.alice_uid(1)),
         };
         assert_eq!(c.line(), expected, "reply {i}");
     }
 }
 
-#[test]
-fn x10_a_client_that_writes_everything_before_reading_does_not_deadlock() {
-    let server = demo_server();
+fn x10_a_client_that_writes_everything_before_reading_does_not_deadlock(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.login("alice", "wonderland");
     // 300 RETRs of the 27 KB message: about 8 MB of replies, far more than socket buffers hold.
     let batch = "RETR 4\r\n".repeat(300);
@@ -637,9 +653,8 @@ fn x10_a_client_that_writes_everything_before_reading_does_not_deadlock() {
     sender.join().expect("join").expect("write");
 }
 
-#[test]
-fn mail_delivered_during_a_session_is_not_listed_and_not_removed() {
-    let server = demo_server();
+fn mail_delivered_during_a_session_is_not_listed_and_not_removed(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.login("bob", "builder");
     let late = server.deliver(
         "bob",
@@ -657,29 +672,55 @@ fn mail_delivered_during_a_session_is_not_listed_and_not_removed() {
     assert_eq!(c.cmd("STAT"), "+OK 1 21");
 }
 
-#[test]
-fn r01_message_removed_or_changed_by_another_program_gets_sys_temp() {
-    let server = demo_server();
+fn r01_message_removed_or_changed_by_another_program_gets_sys_temp(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.login("alice", "wonderland");
-    let dir = server.maildir("alice");
-    fs::remove_file(dir.join("new/1764000003.demo3.popstate")).expect("rm");
-    assert_err(&c.cmd("RETR 3"), "[SYS/TEMP] message 3 cannot be sent");
-    assert_err(&c.cmd("TOP 3 0"), "[SYS/TEMP]");
-    fs::write(dir.join("new/1764000005.demo5.popstate"), b"short now\n").expect("write");
-    assert_err(
-        &c.cmd("RETR 5"),
-        "another program changed it (683 octets when listed, 11 now)",
-    );
+    match backend {
+        Backend::Maildir => {
+            let dir = server.maildir("alice");
+            fs::remove_file(dir.join("new/1764000003.demo3.popstate")).expect("rm");
+            assert_err(&c.cmd("RETR 3"), "[SYS/TEMP] message 3 cannot be sent");
+            assert_err(&c.cmd("TOP 3 0"), "[SYS/TEMP]");
+            fs::write(dir.join("new/1764000005.demo5.popstate"), b"short now\n").expect("write");
+            assert_err(
+                &c.cmd("RETR 5"),
+                "another program changed it (683 octets when listed, 11 now)",
+            );
+        }
+        Backend::Mbox => {
+            // A program that ignores the locks rewrites one line end of message 5 in place.
+            let path = server.mbox("alice");
+            let bytes = fs::read(&path).expect("read");
+            let at = find(&bytes, b"format.\r\n").expect("message 5") + 7;
+            let mut file = fs::File::options().write(true).open(&path).expect("open");
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(at as u64)).expect("seek");
+            file.write_all(b"x").expect("write");
+            drop(file);
+            assert_err(
+                &c.cmd("RETR 5"),
+                "[SYS/TEMP] message 5 cannot be sent: another program changed the mbox (683 octets when listed, 684 now)",
+            );
+            assert_err(&c.cmd("TOP 5 0"), "[SYS/TEMP]");
+            // The listed part changed, so UPDATE must refuse to rewrite the file.
+            c.cmd("DELE 1");
+            let before = fs::read(&path).expect("read");
+            assert_err(&c.cmd("QUIT"), "[SYS/TEMP] removed 0 of 1 marked messages");
+            assert_eq!(fs::read(&path).expect("read"), before, "left as it was");
+            let mut c = server.login("alice", "wonderland");
+            assert_eq!(c.cmd("RETR 6"), "+OK 236 octets");
+            c.multiline();
+            return;
+        }
+    }
     assert_eq!(c.cmd("RETR 6"), "+OK 236 octets", "the others are fine");
     c.multiline();
     assert_eq!(c.cmd("NOOP"), "+OK");
 }
 
-#[test]
-fn session_limit_refuses_with_sys_temp_and_frees_slots() {
+fn session_limit_refuses_with_sys_temp_and_frees_slots(backend: Backend) {
     let mut config = test_config();
     config.max_sessions = 2;
-    let server = demo_server_with(config);
+    let server = backend.demo_server_with(config);
     let a = server.connect();
     let _b = server.connect();
     let mut over = TcpStream::connect(server.addr).expect("connect");
@@ -704,6 +745,10 @@ fn session_limit_refuses_with_sys_temp_and_frees_slots() {
     }
 }
 
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 /// Rewrites a message file in place: same length, same modification time, other line ends.
 fn rewrite_in_place(path: &std::path::Path, content: &[u8]) {
     let mtime = fs::metadata(path).expect("meta").modified().expect("mtime");
@@ -716,26 +761,29 @@ fn rewrite_in_place(path: &std::path::Path, content: &[u8]) {
         .expect("set mtime");
 }
 
-#[test]
-fn b19_a_message_rewritten_in_place_is_counted_again_at_the_next_login() {
-    let server = server_with_users("gus:pw\n", test_config());
+fn b19_a_message_rewritten_in_place_is_counted_again_at_the_next_login(backend: Backend) {
+    let server = backend.server_with_users("gus:pw\n", test_config());
     let path = server.deliver("gus", "cur", "1700000000.m1.test:2,S", b"abc\n");
     let mut c = server.login("gus", "pw");
     assert_eq!(c.cmd("LIST 1"), "+OK 1 5");
     c.cmd("QUIT");
     assert!(c.is_closed());
     // The folders changed just now, so that listing was not kept: only the file's ctime tells
-    // the size cache that the content is new.
-    rewrite_in_place(&path, b"a\nb\n");
+    // the size cache that the content is new. (An mbox is read at every login anyway.)
+    match backend {
+        Backend::Maildir => rewrite_in_place(&path, b"a\nb\n"),
+        Backend::Mbox => rewrite_in_place(&path, b"From x\na\nb\n\n"),
+    }
     let mut c = server.login("gus", "pw");
     assert_eq!(c.cmd("LIST 1"), "+OK 1 6");
     assert_eq!(c.cmd("RETR 1"), "+OK 6 octets");
     assert_eq!(c.multiline(), b"a\r\nb\r\n");
 }
 
+/// Maildir only: mbox keeps no listing between logins (it reads the one file at every login).
 #[test]
 fn b19_b20_a_kept_listing_never_makes_retr_send_what_list_did_not_promise() {
-    let server = server_with_users("hal:pw\n", test_config());
+    let server = Backend::Maildir.server_with_users("hal:pw\n", test_config());
     let path = server.deliver("hal", "cur", "1700000000.m1.test:2,S", b"abc\n");
     server.deliver("hal", "new", "1700000001.m2.test", b"x\n");
     // Let the folders settle (maildir.rs, SETTLED) so that the next listing is kept.
@@ -770,9 +818,8 @@ fn b19_b20_a_kept_listing_never_makes_retr_send_what_list_did_not_promise() {
     assert_eq!(c.cmd("STAT"), "+OK 3 12");
 }
 
-#[test]
-fn x10_a_reply_is_not_held_back_by_half_of_the_next_command() {
-    let server = demo_server();
+fn x10_a_reply_is_not_held_back_by_half_of_the_next_command(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.login("alice", "wonderland");
     c.send_raw(b"STAT\r\nNO");
     let started = Instant::now();
@@ -785,9 +832,8 @@ fn x10_a_reply_is_not_held_back_by_half_of_the_next_command() {
     assert_eq!(c.line(), "+OK");
 }
 
-#[test]
-fn b23_quit_reply_arrives_even_when_more_commands_follow_it() {
-    let server = demo_server();
+fn b23_quit_reply_arrives_even_when_more_commands_follow_it(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.login("bob", "builder");
     c.send_raw(b"DELE 1\r\nQUIT\r\nNOOP\r\nSTAT\r\n");
     assert!(c.line().starts_with("+OK message 1"));
@@ -798,9 +844,8 @@ fn b23_quit_reply_arrives_even_when_more_commands_follow_it() {
     assert!(c.is_closed());
 }
 
-#[test]
-fn replies_count_one_message_in_the_singular() {
-    let server = demo_server();
+fn replies_count_one_message_in_the_singular(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.login("bob", "builder");
     c.cmd("DELE 1");
     assert_eq!(
@@ -818,9 +863,8 @@ fn replies_count_one_message_in_the_singular() {
     assert_eq!(c.cmd("RSET"), "+OK maildrop has 1 message (250 octets)");
 }
 
-#[test]
-fn b29_a_line_that_is_not_a_command_also_forgets_a_pending_user() {
-    let server = demo_server();
+fn b29_a_line_that_is_not_a_command_also_forgets_a_pending_user(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.connect();
     c.cmd("USER alice");
     c.send_raw(b"NO\0OP\r\n");
@@ -832,9 +876,8 @@ fn b29_a_line_that_is_not_a_command_also_forgets_a_pending_user() {
     assert_err(&c.cmd("PASS wonderland"), "PASS must come right after USER");
 }
 
-#[test]
-fn replies_quote_client_text_as_ascii_only() {
-    let server = demo_server();
+fn replies_quote_client_text_as_ascii_only(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.connect();
     let reply = c.cmd("\u{e9}t\u{e9}");
     assert_err(&reply, "\\u{e9}t\\u{e9}");
@@ -842,9 +885,8 @@ fn replies_quote_client_text_as_ascii_only() {
     assert_err(&c.cmd("USER caf\u{e9}"), "printable ASCII");
 }
 
-#[test]
-fn b04_b05_x07_r02_every_status_line_is_ok_or_err_short_and_codes_are_known() {
-    let server = demo_server();
+fn b04_b05_x07_r02_every_status_line_is_ok_or_err_short_and_codes_are_known(backend: Backend) {
+    let server = backend.demo_server();
     let mut first = server.login("alice", "wonderland");
     let mut c = server.connect();
     let long_arg = "9".repeat(240);
@@ -890,9 +932,8 @@ fn b04_b05_x07_r02_every_status_line_is_ok_or_err_short_and_codes_are_known() {
     );
 }
 
-#[test]
-fn b09_commands_popstate_does_not_offer_say_so_before_login_too() {
-    let server = demo_server();
+fn b09_commands_popstate_does_not_offer_say_so_before_login_too(backend: Backend) {
+    let server = backend.demo_server();
     let mut c = server.connect();
     if !cfg!(feature = "apop") {
         assert_err(
@@ -920,12 +961,23 @@ fn b05_a_reply_line_is_cut_to_512_octets_whatever_its_text() {
     assert!(reply.starts_with("-ERR xxx") && reply.ends_with("..."));
 }
 
-#[test]
-fn b23_update_never_removes_another_file_that_shares_the_unique_name() {
-    let server = server_with_users("ivy:pw\n", test_config());
+fn b23_update_never_removes_another_file_that_shares_the_unique_name(backend: Backend) {
+    let server = backend.server_with_users("ivy:pw\n", test_config());
     let first = server.deliver("ivy", "new", "1700000000.m1.test", b"Subject: one\n\nx\n");
     let mut c = server.login("ivy", "pw");
     assert_eq!(c.cmd("STAT"), "+OK 1 19");
+    if backend == Backend::Mbox {
+        // The same message arrives again during the session: same From_ line, same id. UPDATE
+        // removes the listed one by its place, never the copy.
+        server.deliver("ivy", "new", "1700000000.m1.test", b"Subject: one\n\nx\n");
+        assert!(c.cmd("DELE 1").starts_with("+OK"));
+        assert!(c.cmd("QUIT").starts_with("+OK"));
+        let after = server.snapshot("ivy");
+        assert_eq!(after.len(), 1, "the copy delivered later is kept");
+        let mut c = server.login("ivy", "pw");
+        assert_eq!(c.cmd("STAT"), "+OK 1 19");
+        return;
+    }
     // Another program removes the message and, later, a different file appears under the same
     // unique name (a new inode): it is not the message this session marked.
     fs::remove_file(&first).expect("rm");
@@ -942,3 +994,48 @@ fn b23_update_never_removes_another_file_that_shares_the_unique_name() {
         "UPDATE removed a file that was never listed"
     );
 }
+
+on_every_backend!(
+    b01_greeting_is_one_positive_line_without_apop_timestamp,
+    b02_keywords_are_case_insensitive_and_bare_lf_is_accepted,
+    b08_unknown_and_malformed_commands_get_err_and_the_session_goes_on,
+    b09_wrong_state_commands_say_where_they_belong,
+    b16_quit_in_authorization_closes_without_update,
+    b17_stat_counts_messages_and_octets_excluding_deleted,
+    b18_list_gives_scan_listings_and_single_lines,
+    b18_empty_maildrop_lists_nothing,
+    b19_b20_retr_sends_crlf_lines_and_list_counts_them_exactly,
+    b07_b20_retr_byte_stuffs_the_dot_message_exactly,
+    b20_retr_of_every_demo_message_matches_the_files,
+    b15_bad_message_numbers_get_err,
+    b21_dele_marks_and_every_later_reference_says_deleted,
+    b22_rset_unmarks_and_noop_answers,
+    b23_quit_removes_exactly_the_marked_messages,
+    b24_dropped_connection_removes_nothing,
+    b25_top_gives_header_blank_line_and_n_body_lines,
+    b26_uidl_is_stable_unique_and_well_formed,
+    b26_message_renamed_during_session_is_still_served_and_removed,
+    b28_r03_user_never_reveals_whether_a_user_exists,
+    b29_pass_takes_the_rest_of_the_line_and_must_follow_user,
+    unsafe_user_names_never_reach_the_file_system,
+    b13_x13_second_login_gets_in_use_and_stays_in_authorization,
+    b14_unreadable_maildrop_gets_sys_perm_and_no_lock_is_kept,
+    a_user_without_a_maildir_gets_an_empty_one,
+    b10_b11_idle_timer_closes_silently_and_removes_nothing,
+    x01_command_lines_up_to_255_octets_are_accepted_longer_ones_refused_in_step,
+    x02_x03_capa_is_the_same_in_both_states,
+    x10_a_thousand_pipelined_commands_get_a_thousand_replies_in_order,
+    x10_a_client_that_writes_everything_before_reading_does_not_deadlock,
+    mail_delivered_during_a_session_is_not_listed_and_not_removed,
+    r01_message_removed_or_changed_by_another_program_gets_sys_temp,
+    session_limit_refuses_with_sys_temp_and_frees_slots,
+    b19_a_message_rewritten_in_place_is_counted_again_at_the_next_login,
+    x10_a_reply_is_not_held_back_by_half_of_the_next_command,
+    b23_quit_reply_arrives_even_when_more_commands_follow_it,
+    replies_count_one_message_in_the_singular,
+    b29_a_line_that_is_not_a_command_also_forgets_a_pending_user,
+    replies_quote_client_text_as_ascii_only,
+    b04_b05_x07_r02_every_status_line_is_ok_or_err_short_and_codes_are_known,
+    b09_commands_popstate_does_not_offer_say_so_before_login_too,
+    b23_update_never_removes_another_file_that_shares_the_unique_name,
+);

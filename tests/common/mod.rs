@@ -1,5 +1,8 @@
-//! Shared by the integration tests: a real server on 127.0.0.1:0 over a temporary Maildir, and a
-//! small client that reads replies byte for byte.
+//! Shared by the integration tests: a real server on 127.0.0.1:0 over a temporary Maildir or
+//! mbox folder, and a small client that reads replies byte for byte.
+//!
+//! A test that should hold for every storage takes a [`Backend`] and is listed in
+//! [`on_every_backend!`], which makes one `#[test]` per backend (`maildir::NAME`, `mbox::NAME`).
 #![allow(dead_code)]
 
 use std::fs;
@@ -11,6 +14,8 @@ use std::thread;
 use std::time::Duration;
 
 use popstate::maildir::MaildirStore;
+use popstate::maildrop::Store;
+use popstate::mbox::MboxStore;
 use popstate::server::{Config, Server};
 use popstate::users::Users;
 
@@ -39,13 +44,121 @@ impl Drop for TempDir {
     }
 }
 
+/// The ways popstate can store mail; the shared suites run over each of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `--maildir-root`: `maildirs/<user>/{new,cur,tmp}`.
+    Maildir,
+    /// `--mbox-dir`: `mail/<user>`, one mbox file each.
+    Mbox,
+}
+
+/// Runs each named `fn NAME(backend: Backend)` as a test once per backend, as
+/// `maildir::NAME` and `mbox::NAME`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod maildir {
+            $( #[test] fn $test() { super::$test(super::common::Backend::Maildir) } )*
+        }
+        mod mbox {
+            $( #[test] fn $test() { super::$test(super::common::Backend::Mbox) } )*
+        }
+    };
+}
+
+impl Backend {
+    /// The folder below a test's folder that holds the maildrops.
+    pub fn root_name(self) -> &'static str {
+        match self {
+            Backend::Maildir => "maildirs",
+            Backend::Mbox => "mail",
+        }
+    }
+
+    fn store(self, root: PathBuf) -> Box<dyn Store> {
+        match self {
+            Backend::Maildir => Box::new(MaildirStore::new(root)),
+            Backend::Mbox => Box::new(MboxStore::new(root)),
+        }
+    }
+
+    /// A server on the demo maildrops (alice/wonderland with 6 messages, bob/builder with 2),
+    /// stored this way.
+    pub fn demo_server(self) -> TestServer {
+        self.demo_server_with(test_config())
+    }
+
+    pub fn demo_server_with(self, config: Config) -> TestServer {
+        let dir = TempDir::new("demo");
+        let root = dir.path().join("demo");
+        match self {
+            Backend::Maildir => popstate::demo::create(&root).expect("demo"),
+            Backend::Mbox => popstate::demo::create_mbox(&root).expect("demo"),
+        }
+        // Move the demo's contents up one level so that the maildrops sit in dir.
+        fs::rename(
+            root.join(self.root_name()),
+            dir.path().join(self.root_name()),
+        )
+        .expect("move");
+        fs::rename(root.join("users"), dir.path().join("users")).expect("move");
+        start(dir, config, self)
+    }
+
+    /// A server with the given users and no mail.
+    pub fn server_with_users(self, users: &str, config: Config) -> TestServer {
+        let dir = TempDir::new("users");
+        fs::create_dir_all(dir.path().join(self.root_name())).expect("root");
+        fs::write(dir.path().join("users"), users).expect("users");
+        start(dir, config, self)
+    }
+
+    /// alice's demo unique-ids, message by message: Maildir names, or mbox hashes (fixed here
+    /// so that a change to the hash, which would make clients fetch every message again,
+    /// fails a test).
+    pub fn alice_uid(self, number: usize) -> &'static str {
+        const MAILDIR: [&str; 6] = [
+            "1764000001.demo1.popstate",
+            "1764000002.demo2.popstate",
+            "1764000003.demo3.popstate",
+            "1764000004.demo4.popstate",
+            "1764000005.demo5.popstate",
+            "1764000006.demo6.popstate",
+        ];
+        const MBOX: [&str; 6] = [
+            "mb96caed73ddb6cd1",
+            "ma6f91bebe39cc281",
+            "m2ee92b596256692e",
+            "ma4bc70b687dc3c5b",
+            "ma35211cf8ca82f54",
+            "m4ae1678701c104ed",
+        ];
+        match self {
+            Backend::Maildir => MAILDIR[number - 1],
+            Backend::Mbox => MBOX[number - 1],
+        }
+    }
+}
+
 /// A running server and the folder it serves.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub dir: TempDir,
+    pub backend: Backend,
 }
 
 impl TestServer {
+    /// The folder that holds every user's maildrop.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join(self.backend.root_name())
+    }
+
+    /// The mbox file of `user` (mbox servers).
+    pub fn mbox(&self, user: &str) -> PathBuf {
+        self.root().join(user)
+    }
+
     /// The Maildir of `user`.
     pub fn maildir(&self, user: &str) -> PathBuf {
         self.dir.path().join("maildirs").join(user)
@@ -62,8 +175,25 @@ impl TestServer {
         c
     }
 
-    /// Writes a message file into `user`'s Maildir (`sub` is "new" or "cur").
+    /// Delivers a message to `user`: a file named `name` in the Maildir's `sub` ("new" or
+    /// "cur"), or one more message at the end of the mbox, with `name` in its From_ line. The
+    /// mbox append takes no lock, as a delivery agent that ignores locks would: a test can
+    /// deliver while a session holds the maildrop, the hardest case for UPDATE. Returns the
+    /// file written.
     pub fn deliver(&self, user: &str, sub: &str, name: &str, content: &[u8]) -> PathBuf {
+        if self.backend == Backend::Mbox {
+            let path = self.mbox(user);
+            let mut bytes = Vec::new();
+            let from = format!("From {name}@popstate.test Tue Nov 25 09:00:00 2025");
+            popstate::mbox::append_message(&mut bytes, &from, content).expect("mbox in memory");
+            let mut file = fs::File::options()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .expect("open mbox");
+            file.write_all(&bytes).expect("append");
+            return path;
+        }
         let dir = self.maildir(user);
         for s in ["new", "cur", "tmp"] {
             fs::create_dir_all(dir.join(s)).expect("maildir");
@@ -73,9 +203,25 @@ impl TestServer {
         path
     }
 
-    /// Every message file of `user` with its content, sorted by name: a picture of the maildrop
-    /// to compare before and after.
+    /// Every message of `user` with its content, sorted by name: a picture of the maildrop to
+    /// compare before and after. The name is the Maildir file name (`new/...`, `cur/...`), or
+    /// for an mbox the message's Message-ID, else its From_ line; the content is as stored
+    /// (for an mbox: without framing, quoting undone).
     pub fn snapshot(&self, user: &str) -> Vec<(String, Vec<u8>)> {
+        if self.backend == Backend::Mbox {
+            let bytes = match fs::read(self.mbox(user)) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => panic!("read mbox: {e}"),
+            };
+            let mut all: Vec<(String, Vec<u8>)> = popstate::mbox::read_all(&bytes)
+                .expect("parse mbox")
+                .into_iter()
+                .map(|(from, content)| (message_id(&content).unwrap_or(from), content))
+                .collect();
+            all.sort();
+            return all;
+        }
         let mut all = Vec::new();
         for sub in ["new", "cur"] {
             let Ok(entries) = fs::read_dir(self.maildir(user).join(sub)) else {
@@ -105,42 +251,38 @@ pub fn test_config() -> Config {
     }
 }
 
-/// Starts a server on the demo maildrop (users alice/wonderland and bob/builder).
+/// The value of a `Message-ID:` header line, if the message has one.
+fn message_id(content: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(content);
+    text.lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| l.strip_prefix("Message-ID: "))
+        .map(|id| id.trim().to_string())
+}
+
+/// Starts a server on the demo maildrop (users alice/wonderland and bob/builder), in Maildir.
 pub fn demo_server() -> TestServer {
-    demo_server_with(test_config())
+    Backend::Maildir.demo_server()
 }
 
 pub fn demo_server_with(config: Config) -> TestServer {
-    let dir = TempDir::new("demo");
-    let root = dir.path().join("demo");
-    popstate::demo::create(&root).expect("demo");
-    // Move the demo's contents up one level so that maildirs/ sits in dir.
-    fs::rename(root.join("maildirs"), dir.path().join("maildirs")).expect("move");
-    fs::rename(root.join("users"), dir.path().join("users")).expect("move");
-    start(dir, config)
+    Backend::Maildir.demo_server_with(config)
 }
 
 /// Starts a server with the given users and empty Maildirs for them.
 pub fn server_with_users(users: &str, config: Config) -> TestServer {
-    let dir = TempDir::new("users");
-    fs::create_dir_all(dir.path().join("maildirs")).expect("root");
-    fs::write(dir.path().join("users"), users).expect("users");
-    start(dir, config)
+    Backend::Maildir.server_with_users(users, config)
 }
 
-fn start(dir: TempDir, config: Config) -> TestServer {
+fn start(dir: TempDir, config: Config, backend: Backend) -> TestServer {
     let text = fs::read_to_string(dir.path().join("users")).expect("users file");
     let users = Users::parse(&text).expect("valid users file");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let server = Server::new(
-        listener,
-        users,
-        Box::new(MaildirStore::new(dir.path().join("maildirs"))),
-        config,
-    );
+    let store = backend.store(dir.path().join(backend.root_name()));
+    let server = Server::new(listener, users, store, config);
     let addr = server.local_addr().expect("addr");
     thread::spawn(move || server.serve());
-    TestServer { addr, dir }
+    TestServer { addr, dir, backend }
 }
 
 /// A POP3 client that shows the exact bytes.
