@@ -55,7 +55,7 @@ fn build() -> Built {
         for file in ["Cargo.toml", "Cargo.lock"] {
             copy(&Path::new(REPO).join(file), &tree.join(file));
         }
-        for dir in ["src", "examples"] {
+        for dir in ["src", "examples", "tests"] {
             copy(&Path::new(REPO).join(dir), &tree.join(dir));
         }
         let patch = Path::new(REPO).join(format!("book/solutions/exercise-{n}.patch"));
