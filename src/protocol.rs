@@ -270,6 +270,121 @@ fn convert<R: BufRead, W: Write>(
     staged: &mut Vec<u8>,
     top: Option<u64>,
 ) -> io::Result<u64> {
+    if top.is_some() {
+        return convert_counting_lines(input, out, staged, top);
+    }
+    let mut line = LineState::default();
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            // A CR left pending at the very end was the start of a line end; a partial last line
+            // still gets its CRLF.
+            if line.len > 0 || line.cr_pending {
+                line.end(staged);
+            }
+            break;
+        }
+        let mut start = 0;
+        // A line begun in the previous buffer is finished the careful way (LineState).
+        if line.len > 0 || line.cr_pending {
+            match LineEnds::new(buf).next() {
+                Some(lf) => {
+                    line.put(staged, &buf[..lf], true);
+                    line.end(staged);
+                    start = lf + 1;
+                }
+                None => {
+                    line.put(staged, buf, false);
+                    start = buf.len();
+                }
+            }
+        }
+        // Every whole line after it, the fast way; then the start of a line cut off by the
+        // buffer's end, the careful way again.
+        if let Some(last_lf) = buf[start..].iter().rposition(|&b| b == b'\n') {
+            let end = start + last_lf + 1;
+            line.octets += convert_whole_lines(&buf[start..end], staged);
+            start = end;
+        }
+        if start < buf.len() {
+            line.put(staged, &buf[start..], false);
+        }
+        let used = buf.len();
+        input.consume(used);
+        if staged.len() >= STAGE {
+            out.write_all(staged)?;
+            staged.clear();
+        }
+    }
+    Ok(line.octets)
+}
+
+// ANCHOR: convert_whole_lines
+/// The fast path of [`write_message`]: `lines` starts at the start of a line and ends with an
+/// LF, and all of it goes to `out` converted. Returns the octets sent, stuffing not counted.
+///
+/// It does what [`write_message_plain`] does, seen from the other side: the output is the
+/// input with two kinds of octet added, a CR before every LF that has none, and a `.` before
+/// every line that starts with one. So the input is copied eight octets at a time, and only
+/// where a word holds an LF ([`octets_equal`]) does the copy stop to look: the word is copied
+/// whole and cut back to the LF, then the line end and the next line's first octet are
+/// looked at one by one.
+fn convert_whole_lines(lines: &[u8], out: &mut Vec<u8>) -> u64 {
+    // At worst every octet is an LF (each becomes CRLF) and every line starts with a dot.
+    out.reserve(2 * lines.len() + 1);
+    let mut crs_added = 0;
+    let mut at = 0;
+    if lines.first() == Some(&b'.') {
+        out.push(b'.');
+    }
+    while at < lines.len() {
+        match lines.get(at..at + 8) {
+            Some(eight) => {
+                out.extend_from_slice(eight);
+                let lfs = octets_equal(
+                    u64::from_le_bytes(eight.try_into().expect("8 octets")),
+                    b'\n',
+                );
+                if lfs == 0 {
+                    at += 8;
+                    continue;
+                }
+                // Keep the octets before the first LF, and stand on the LF.
+                let before = (lfs.trailing_zeros() / 8) as usize;
+                out.truncate(out.len() - 8 + before);
+                at += before;
+            }
+            // Fewer than eight octets left: one at a time.
+            None if lines[at] != b'\n' => {
+                out.push(lines[at]);
+                at += 1;
+                continue;
+            }
+            None => {}
+        }
+        // `lines[at]` is an LF; the octet before it is in `lines` unless this line is empty
+        // and the first one, in which case it is the previous line's LF.
+        if at == 0 || lines[at - 1] != b'\r' {
+            out.push(b'\r');
+            crs_added += 1;
+        }
+        out.push(b'\n');
+        at += 1;
+        if lines.get(at) == Some(&b'.') {
+            out.push(b'.');
+        }
+    }
+    lines.len() as u64 + crs_added
+}
+// ANCHOR_END: convert_whole_lines
+
+/// The careful path, used for TOP: line by line, counting body lines.
+fn convert_counting_lines<R: BufRead, W: Write>(
+    input: &mut R,
+    out: &mut W,
+    staged: &mut Vec<u8>,
+    top: Option<u64>,
+) -> io::Result<u64> {
     let mut line = LineState::default();
     let mut in_body = false;
     let mut body_lines_left = top;
