@@ -16,6 +16,14 @@
 #      SESSION_SECONDS (8)   CLIENT_COUNTS ("1 16 64 256")   LOGIN_SIZES ("100 1000 10000 100000")
 #      RETR_USERS ("sz1k sz10k sz100k sz1m sz10m big")   IDLE_SESSIONS ("5000 10000")
 #      COLD (3: cold logins per maildrop; 0 to leave the page cache alone)
+#      FIRST_ROUNDS (3: first logins on m100000 after a restart, phase first)
+#      POP3LOAD (../shared/bench/pop3load: the yardstick generator, built here when present)
+#
+# Phases beyond the reference table: `gencheck` reads RETR of the 100 MB message from the probe
+# and from popstate with both generators (loadgen and, when it is there, pop3load), so the
+# table can say how fast each generator reads and that neither is the limit; `first` restarts
+# popstate and Dovecot and times one login on m100000 (the first after a start). Every run of
+# a single-process server (popstate, the probe) also records the CPU seconds the server used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MAIN=$PWD
@@ -25,7 +33,9 @@ ROUNDS="${ROUNDS:-5}"
 SCALE_ROUNDS="${SCALE_ROUNDS:-3}"
 IDLE_ROUNDS="${IDLE_ROUNDS:-2}"
 TARGETS="${TARGETS:-popstate probe dovecot}"
-PHASES="${PHASES:-core scale retrsize idle login}"
+PHASES="${PHASES:-core gencheck scale retrsize idle login first}"
+FIRST_ROUNDS="${FIRST_ROUNDS:-3}"
+POP3LOAD_SRC="${POP3LOAD:-$MAIN/../shared/bench/pop3load}"
 SESSION_SECONDS="${SESSION_SECONDS:-8}"
 CLIENT_COUNTS="${CLIENT_COUNTS:-1 16 64 256}"
 LOGIN_SIZES="${LOGIN_SIZES:-100 1000 10000 100000}"
@@ -50,6 +60,16 @@ cargo build --release --quiet --bin popstate --example loadgen
 cp target/release/popstate "$RUN/popstate"
 cp target/release/examples/loadgen "$RUN/loadgen"
 LOADGEN="$RUN/loadgen"
+# The shared yardstick generator, when this checkout sits beside ../shared (the project does not
+# need it: without it, gencheck uses loadgen alone).
+P3=""
+if [ -f "$POP3LOAD_SRC/Cargo.toml" ]; then
+  if CARGO_TARGET_DIR="$RUN/pop3load-target" cargo build --release --quiet \
+      --manifest-path "$POP3LOAD_SRC/Cargo.toml" 2>> "$RUN/build.log"; then
+    cp "$RUN/pop3load-target/release/pop3load" "$RUN/pop3load"
+    P3="$RUN/pop3load"
+  fi
+fi
 
 # The open-file limit: each popstate session holds a socket and its maildrop's lock file, and
 # popstate refuses to start when --max-sessions cannot fit (main.rs checks).
@@ -173,12 +193,22 @@ EOF
 port_of() { case $1 in popstate) echo $PORT_POPSTATE ;; probe) echo $PORT_PROBE ;; dovecot) echo $PORT_DOVECOT ;; esac; }
 pid_of() { case $1 in popstate) echo "$PID_POPSTATE" ;; probe) echo "$PID_PROBE" ;; dovecot) echo "$PID_DOVECOT" ;; esac; }
 
-# run TARGET ROUND MODE ARGS...: one measurement, its JSON line appended to results.jsonl.
+# The CPU time (user + system, in clock ticks) a process has used so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# run TARGET ROUND MODE ARGS...: one measurement, its JSON line appended to results.jsonl. For
+# popstate and the probe (one process each) the line also gets server_cpu_s, the CPU seconds
+# the server used during the run.
 run() {
   local target=$1 round=$2 mode=$3; shift 3
-  local line
+  local line before after pid
+  pid=$(pid_of "$target"); before=$(cpu_ticks "$pid")
   if line=$("$LOADGEN" "$mode" --addr "127.0.0.1:$(port_of "$target")" --label "$target" \
       --round "$round" "$@" 2>> "$RUN/loadgen.log"); then
+    after=$(cpu_ticks "$pid")
+    if [ "$target" != dovecot ] && [ "$mode" != idle ]; then
+      line="${line%\}},\"server_cpu_s\":$(awk -v a="$after" -v b="$before" -v t="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", (a - b) / t }')}"
+    fi
     echo "$line" >> "$RESULTS"
     echo "  $target $round $mode $*: $(tail -1 "$RUN/loadgen.log")" >&2
   else
@@ -211,6 +241,29 @@ for phase in $PHASES; do
         run "$t" "core$r" latency --seconds 5
         run "$t" "core$r" retr --user big --seconds 6
         run "$t" "core$r" sessions --clients 16 --seconds "$SESSION_SECONDS"
+      done
+    done ;;
+  gencheck)  # how fast each generator reads: RETR of big from the probe and from popstate
+    for r in $(seq "$ROUNDS"); do
+      echo "== generator check round $r/$ROUNDS" >&2
+      for t in probe popstate; do
+        run "$t" "gen-loadgen$r" retr --user big --seconds 6
+        [ -n "$P3" ] || continue
+        if out=$("$P3" retr --host 127.0.0.1 --port "$(port_of "$t")" --user big --pass benchpass \
+            --msg 1 --duration 6 2>> "$RUN/pop3load.log"); then
+          mb=$(printf '%s' "$out" | tail -1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["payload_mb_per_s"])')
+          echo "{\"mode\":\"retr\",\"label\":\"$t\",\"round\":\"gen-pop3load$r\",\"user\":\"big\",\"mb_per_s\":$mb,\"generator\":\"pop3load\"}" >> "$RESULTS"
+          echo "  $t gen-pop3load$r retr big: $mb MB/s (pop3load)" >&2
+        fi
+      done
+    done ;;
+  first)  # the first login after a start, on 100,000 messages: each server restarted first
+    for r in $(seq "$FIRST_ROUNDS"); do
+      for t in $TARGETS; do
+        [ "$t" = probe ] && continue
+        stop_one "$(pid_of "$t")"; "start_$t"
+        echo "== first login m100000, $t, round $r (fresh server)" >&2
+        run "$t" "first$r" login --user m100000 --cold 0 --repeat 1 --seconds 300
       done
     done ;;
   scale)  # sessions/s against the number of clients

@@ -3,8 +3,11 @@
 
     python3 bench/summarize.py bench/results/COMMIT/results.jsonl > summary.md
 
-Each cell is "median (min-max)" over the rounds; the ratio column compares popstate with the
-limit probe measured in the same rounds (throughput: % of the probe; latency and memory: x).
+Each cell is "median (min-max)" over the rounds. The ratio columns compare popstate with the
+limit probe and with Dovecot measured in the same rounds: popstate ÷ other in each round, then
+the median of those per-round ratios, with the per-round values after it (throughput: % of the
+other; latency, memory and CPU: ×). Server CPU per session and per MB come from the
+server_cpu_s that bench/run.sh adds for single-process servers.
 """
 
 import json
@@ -31,7 +34,28 @@ METRICS = [
     ("login", "user", "first_ms", False),
     ("login", "user", "cold_p50_ms", False),
     ("login", "user", "warm_p50_ms", False),
+    ("sessions", "clients", "cpu_ms_per_session", False),
+    ("retr", "user", "cpu_ms_per_mb", False),
 ]
+
+# loadgen's sessions mode counts sessions in a window that starts after its warm-up (1 s by
+# default), while the server's CPU is read around the whole run; retr adds one untimed
+# retrieval before its window.
+WARMUP_S = 1.0
+
+
+def derived(r):
+    """CPU per unit of work, from the server's CPU seconds over the whole run."""
+    cpu = r.get("server_cpu_s")
+    if cpu is None:
+        return {}
+    if r["mode"] == "sessions" and r.get("sessions_per_s"):
+        sessions = r["sessions_per_s"] * (r["seconds"] + WARMUP_S)
+        return {"cpu_ms_per_session": cpu * 1000 / sessions}
+    if r["mode"] == "retr" and r.get("count"):
+        mb = r["octets"] * (r["count"] + 1) / 1e6
+        return {"cpu_ms_per_mb": cpu * 1000 / mb}
+    return {}
 
 
 def fmt(x):
@@ -53,34 +77,46 @@ def cell(values):
     return f"{fmt(med)} ({fmt(min(values))}–{fmt(max(values))})"
 
 
+def per_round(ours, other, higher, metric):
+    """Median of popstate ÷ other over the rounds both ran in, then each round's ratio."""
+    if not ours or not other or metric in ("established", "alive_after_hold"):
+        return "–"
+    theirs = dict(other)
+    qs = [v / theirs[n] for n, v in ours if theirs.get(n)]
+    if not qs:
+        return "–"
+    show = (lambda q: f"{q * 100:.0f}%") if higher else (lambda q: f"{q:.2f}×")
+    return f"**{show(statistics.median(qs))}** ({', '.join(show(q) for q in qs)})"
+
+
 def main():
     rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
     data = defaultdict(list)
     errors = defaultdict(int)
     for r in rows:
-        phase = re.sub(r"\d+$", "", r.get("round", ""))
+        r.update(derived(r))
+        round_name = r.get("round", "")
+        phase = re.sub(r"\d+$", "", round_name)
+        number = round_name[len(phase):]
         for mode, param, metric, _ in METRICS:
             if r["mode"] != mode or r.get(metric) is None:
                 continue
             key = (phase, mode, str(r.get(param, "")) if param else "", metric)
-            data[key, r["label"]].append(r[metric])
+            data[key, r["label"]].append((number, r[metric]))
         for kind, n in (r.get("errors") or {}).items():
             errors[(r["label"], r["mode"], phase, kind)] += n
 
-    print("| phase | measure | " + " | ".join(TARGETS) + " | popstate vs probe |")
-    print("|---|---|" + "---|" * len(TARGETS) + "---|")
+    print("| phase | measure | " + " | ".join(TARGETS) + " | popstate ÷ probe, per round | popstate ÷ Dovecot, per round |")
+    print("|---|---|" + "---|" * len(TARGETS) + "---|---|")
     keys = sorted({k for (k, _) in data}, key=lambda k: (k[0], k[1], k[3], k[2].rjust(8)))
     for key in keys:
         phase, mode, param, metric = key
         higher = next(h for m, _, met, h in METRICS if m == mode and met == metric)
-        cells = [cell(data.get((key, t), [])) for t in TARGETS]
-        ratio = "–"
-        ours, probe = data.get((key, "popstate")), data.get((key, "probe"))
-        if ours and probe and statistics.median(probe) and metric not in ("established", "alive_after_hold"):
-            q = statistics.median(ours) / statistics.median(probe)
-            ratio = f"{q * 100:.0f}%" if higher else f"{q:.2f}x"
+        cells = [cell([v for _, v in data.get((key, t), [])]) for t in TARGETS]
+        ratios = [per_round(data.get((key, "popstate")), data.get((key, other)), higher, metric)
+                  for other in ("probe", "dovecot")]
         label = f"{mode} {param} {metric}".replace("  ", " ")
-        print(f"| {phase} | {label} | " + " | ".join(cells) + f" | {ratio} |")
+        print(f"| {phase} | {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
     if errors:
         print("\nErrors (summed over rounds):\n")
         for (label, mode, phase, kind), n in sorted(errors.items()):
