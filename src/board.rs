@@ -54,18 +54,22 @@ pub struct Board {
     pane: Mutex<VecDeque<String>>,
     /// What the header says: where to connect.
     connect: String,
+    /// The last line, for the teacher: where the passwords are (empty: no line).
+    note: String,
     /// Redraw a terminal, or write a line per change.
     terminal: bool,
 }
 
 impl Board {
-    /// A board that tells students `connect` (say `telnet 192.0.2.2 1110`). It redraws
-    /// standard output when that is a terminal; call [`Board::start`] to begin.
-    pub fn new(connect: String) -> Arc<Board> {
+    /// A board that tells students `connect` (say `telnet 192.0.2.2 1110`), with `note` on its
+    /// last line (the start banner is drawn over, so what a teacher needs from it goes here).
+    /// It redraws standard output when that is a terminal; call [`Board::start`] to begin.
+    pub fn new(connect: String, note: String) -> Arc<Board> {
         Arc::new(Board {
             rows: Mutex::default(),
             pane: Mutex::default(),
             connect,
+            note,
             terminal: io::stdout().is_terminal(),
         })
     }
@@ -140,7 +144,14 @@ impl Board {
             pane.iter().cloned().collect()
         };
         let (width, height) = terminal_size().unwrap_or(DEFAULT_SIZE);
-        let lines = render(&self.connect, &rows, &pane, width, height, now);
+        let lines = render(
+            &self.connect,
+            &self.note,
+            &rows,
+            &pane,
+            (width, height),
+            now,
+        );
         // Home, each line then "erase to end of line", and "erase below" at the end: the
         // screen changes in place, without the flicker of clearing it first. The last line
         // gets no line end, so a full screen never scrolls.
@@ -271,13 +282,14 @@ fn terminal_size() -> Option<(usize, usize)> {
 
 // ANCHOR: render
 /// The board as lines of at most `width` characters, at most `height` of them: a header, the
-/// state diagram with counts, then the rows in as many columns as it takes, then the pane.
+/// state diagram with counts, then the rows in as many columns as it takes, then the pane and
+/// the note.
 fn render(
     connect: &str,
+    note: &str,
     rows: &[(u64, Row)],
     pane: &[String],
-    width: usize,
-    height: usize,
+    (width, height): (usize, usize),
     now: Instant,
 ) -> Vec<String> {
     let live: Vec<&(u64, Row)> = rows.iter().filter(|(_, r)| r.ended.is_none()).collect();
@@ -301,7 +313,14 @@ fn render(
     sorted.sort_by(|(a, ra), (b, rb)| (&ra.user, a).cmp(&(&rb.user, b)));
 
     let pane_height = if pane.is_empty() { 0 } else { 5 };
-    let room = height.saturating_sub(lines.len() + 1 + pane_height).max(1);
+    let note_height = usize::from(!note.is_empty());
+    let room = height
+        .saturating_sub(lines.len() + 1 + pane_height + note_height)
+        .max(1);
+    // Short of room, the sessions that have just closed give up their rows first.
+    if sorted.len() > room * (width / MIN_CELL).max(1) {
+        sorted.retain(|(_, row)| row.ended.is_none());
+    }
     let columns = sorted
         .len()
         .div_ceil(room)
@@ -340,6 +359,9 @@ fn render(
         lines.push("-- dialogue (--trace-user) --".into());
         let start = pane.len().saturating_sub(pane_height - 1);
         lines.extend(pane[start..].iter().cloned());
+    }
+    if !note.is_empty() {
+        lines.push(note.to_string());
     }
     lines.truncate(height);
     lines.into_iter().map(|l| fit(&l, width)).collect()
@@ -427,10 +449,10 @@ mod tests {
                 for pane in [&[][..], &pane[..]] {
                     let lines = render(
                         "telnet 192.0.2.2 1110",
+                        "passwords: /tmp/popstate-demo-1110/accounts.txt   stop: Ctrl-C",
                         &rows(n, now),
                         pane,
-                        width,
-                        height,
+                        (width, height),
                         now,
                     );
                     assert!(lines.len() <= height, "{width}x{height}, {n}: {lines:#?}");
@@ -448,14 +470,14 @@ mod tests {
     #[test]
     fn thirty_rows_fit_in_80_by_24_and_more_are_counted() {
         let now = Instant::now();
-        let lines = render("t", &rows(30, now), &[], 80, 24, now);
+        let lines = render("t", "passwords: /tmp/x", &rows(30, now), &[], (80, 24), now);
         let shown = (1..=30)
             .filter(|n| lines.iter().any(|l| l.contains(&format!("student{n:02} "))))
             .count();
         assert_eq!(shown, 30, "{lines:#?}");
         assert!(lines[1].contains("AUTHORIZATION 10 --PASS--> TRANSACTION 10 --QUIT--> UPDATE 10"));
 
-        let lines = render("t", &rows(60, now), &[], 80, 24, now);
+        let lines = render("t", "", &rows(60, now), &[], (80, 24), now);
         let last = lines.last().expect("lines");
         let shown = (1..=60)
             .filter(|n| lines.iter().any(|l| l.contains(&format!("student{n:02} "))))

@@ -256,9 +256,12 @@ fn run(args: Args) -> Result<(), String> {
             (true, None) => Trace::All,
             (false, None) => Trace::Off,
         },
-        board: args
-            .board
-            .then(|| Board::new(connect_line(&hosts, address.port()))),
+        board: args.board.then(|| {
+            Board::new(
+                connect_line(&hosts, address.port()),
+                board_note(demo_root.as_deref(), students),
+            )
+        }),
         #[cfg(feature = "tls")]
         tls: None,
     };
@@ -436,6 +439,18 @@ fn warn_if_readable_by_others(path: &std::path::Path) {
                 );
             }
         }
+    }
+}
+
+/// The board's last line: where a classroom's passwords are, since the board draws over the
+/// start banner that listed them.
+fn board_note(demo_root: Option<&std::path::Path>, students: usize) -> String {
+    match demo_root {
+        Some(root) if students > 0 => format!(
+            "passwords: {}   stop: Ctrl-C",
+            root.join("accounts.txt").display()
+        ),
+        _ => "stop: Ctrl-C".to_string(),
     }
 }
 

@@ -141,6 +141,12 @@ fn board_shows_thirty_sessions_in_mixed_states_within_80_by_24() {
         "{shown}"
     );
     assert!(screen[0].contains("30 sessions"), "{shown}");
+    // The banner with the passwords is drawn over: the board says where they are.
+    assert!(
+        screen.iter().any(|l| l.starts_with("passwords: ")
+            && l.contains(&format!("popstate-demo-{port}/accounts.txt"))),
+        "{shown}"
+    );
     assert!(screen.len() <= 24, "{shown}");
     for line in &screen {
         assert!(line.chars().count() <= 80, "past the width: {line:?}");
