@@ -278,7 +278,12 @@ fn run(args: Args) -> Result<(), String> {
     let config = Config {
         idle_timeout: Duration::from_secs(args.idle_timeout),
         write_timeout: Duration::from_secs(args.write_timeout),
-        max_sessions: session_limit(args.max_sessions)?,
+        // In --inetd mode this process serves one session; inetd or systemd limit the rest.
+        max_sessions: if args.inetd {
+            1
+        } else {
+            session_limit(args.max_sessions)?
+        },
         max_sessions_per_ip: args.max_sessions_per_ip,
         login: LoginPolicy {
             failure_delay: Duration::from_millis(args.auth_failure_delay_ms),
