@@ -188,3 +188,72 @@ impl Write for Pipes {
         self.out.flush()
     }
 }
+
+/// Whether standard error is the client too. Classic inetd connects the socket to descriptors
+/// 0, 1 *and* 2, so a log line written to standard error would reach the client in the middle
+/// of the dialogue; main.rs then logs to syslog instead ([`Syslog`]).
+pub fn stderr_is_the_client() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let identity = |fd: io::Result<OwnedFd>| {
+        let meta = File::from(fd.ok()?).metadata().ok()?;
+        Some((meta.dev(), meta.ino()))
+    };
+    let input = identity(io::stdin().as_fd().try_clone_to_owned());
+    input.is_some() && input == identity(io::stderr().as_fd().try_clone_to_owned())
+}
+
+/// Log lines sent to the local syslog daemon (`/dev/log`, one datagram per line, as the
+/// `logger` command sends them), for `--inetd` under an inetd that gives standard error to the
+/// client. Each line must already carry its `<priority>` (main.rs formats them). Where there is
+/// no syslog daemon, the lines are dropped: there is nowhere else that is not the client.
+pub struct Syslog {
+    socket: Option<std::os::unix::net::UnixDatagram>,
+    line: Vec<u8>,
+}
+
+impl Syslog {
+    pub fn new() -> Syslog {
+        let socket = std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|s| s.connect("/dev/log").map(|()| s))
+            .ok();
+        Syslog {
+            socket,
+            line: Vec::new(),
+        }
+    }
+
+    /// The syslog priority of a log level, for the `mail` facility (RFC 5424 §6.2.1).
+    pub fn priority(level: log::Level) -> u8 {
+        const MAIL: u8 = 2 * 8;
+        MAIL + match level {
+            log::Level::Error => 3,
+            log::Level::Warn => 4,
+            log::Level::Info => 6,
+            log::Level::Debug | log::Level::Trace => 7,
+        }
+    }
+}
+
+impl Default for Syslog {
+    fn default() -> Self {
+        Syslog::new()
+    }
+}
+
+impl Write for Syslog {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        while let Some(end) = self.line.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.line.drain(..=end).collect();
+            if let Some(socket) = &self.socket {
+                // A full or absent syslog daemon must not stop the session.
+                let _ = socket.send(&line[..end]);
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -13,7 +13,7 @@ use popstate::authorization::LoginPolicy;
 use popstate::board::Board;
 use popstate::classroom::Trace;
 use popstate::expire::Expire;
-use popstate::inetd::Client;
+use popstate::inetd::{Client, Syslog};
 use popstate::maildir::MaildirStore;
 use popstate::maildrop::Store;
 use popstate::mbox::MboxStore;
@@ -131,9 +131,26 @@ fn main() -> ExitCode {
     // so only warnings are shown unless RUST_LOG asks for more.
     let quiet = args.board && std::io::stdout().is_terminal();
     let level = if quiet { "warn" } else { "info" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
+    // Under a classic inetd, standard error is the client's socket as well (inetd.rs).
+    let to_syslog = args.inetd && popstate::inetd::stderr_is_the_client();
+    if to_syslog {
+        let pid = std::process::id();
+        logger
+            .target(env_logger::Target::Pipe(Box::new(Syslog::new())))
+            .format(move |out, record| {
+                let priority = Syslog::priority(record.level());
+                writeln!(out, "<{priority}>popstate[{pid}]: {}", record.args())
+            });
+    }
+    logger.init();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(message) if to_syslog => {
+            log::error!("{message}");
+            ExitCode::FAILURE
+        }
         Err(message) => {
             eprintln!("popstate: {message}");
             ExitCode::FAILURE

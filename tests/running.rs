@@ -497,3 +497,116 @@ fn x09_auth_plain_is_held_to_the_login_delay_too() {
         "[LOGIN-DELAY]",
     );
 }
+
+/// Classic inetd gives the socket as standard error too: a log line there would reach the
+/// client. popstate notices and logs to syslog (`/dev/log`) instead, or nowhere.
+#[test]
+fn inetd_with_the_socket_as_standard_error_sends_the_client_only_pop3() {
+    let dir = demo_folder();
+    let (ours, theirs) = UnixStream::pair().expect("socket pair");
+    let theirs: OwnedFd = theirs.into();
+    let (out, err) = (
+        theirs.try_clone().expect("dup"),
+        theirs.try_clone().expect("dup"),
+    );
+    let child = Command::new(BIN)
+        .arg("--inetd")
+        .args(storage_args(dir.path()))
+        .stdin(Stdio::from(theirs))
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .env("RUST_LOG", "trace")
+        .spawn()
+        .expect("start popstate --inetd");
+    ours.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    assert_session(&converse(&ours, SESSION));
+    let output = wait_bounded(child, Duration::from_secs(20));
+    assert!(output.status.success(), "{output:?}");
+}
+
+/// The files in dist/, read as the tools that use them read them.
+fn dist(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("dist")
+            .join(name),
+    )
+    .expect("dist file")
+}
+
+/// The shipped storage paths, replaced by a test folder's.
+fn with_test_paths(text: &str, dir: &Path) -> String {
+    text.replace(
+        "/var/mail/maildirs",
+        &dir.join("maildirs").display().to_string(),
+    )
+    .replace(
+        "/etc/popstate/users",
+        &dir.join("users").display().to_string(),
+    )
+}
+
+#[test]
+fn dist_unit_files_pass_systemd_analyze_verify() {
+    let dir = TempDir::new("units");
+    for name in ["popstate.socket", "popstate.service", "popstate@.service"] {
+        let text = dist(name).replace("/usr/local/bin/popstate", BIN);
+        std::fs::write(dir.path().join(name), text).expect("write unit");
+    }
+    let output = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(
+            ["popstate.socket", "popstate.service", "popstate@.service"]
+                .map(|n| dir.path().join(n)),
+        )
+        .output()
+        .expect("systemd-analyze (Debian package systemd) must be installed");
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(dist("popstate@.service").contains("ExecStart=/usr/local/bin/popstate --inetd"));
+    assert!(dist("popstate@.service").contains("StandardError=journal"));
+    assert!(dist("popstate.socket").contains("\nAccept=no\n"));
+}
+
+#[test]
+fn dist_inetd_conf_line_serves_a_session() {
+    let dir = demo_folder();
+    let conf = dist("inetd.conf");
+    let line = conf
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .expect("one service line");
+    let fields: Vec<String> = with_test_paths(line, dir.path())
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert_eq!(fields[..5], ["pop3", "stream", "tcp", "nowait", "mail"]);
+    assert_eq!(fields[5], "/usr/local/bin/popstate");
+    // inetd runs fields[5] with argv = fields[6..]; the first is argv[0].
+    let (ours, theirs) = UnixStream::pair().expect("socket pair");
+    let theirs: OwnedFd = theirs.into();
+    let (out, err) = (
+        theirs.try_clone().expect("dup"),
+        theirs.try_clone().expect("dup"),
+    );
+    let child = Command::new(BIN)
+        .args(&fields[7..])
+        .stdin(Stdio::from(theirs))
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .expect("start the inetd.conf command");
+    ours.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    assert_session(&converse(&ours, SESSION));
+    assert!(
+        wait_bounded(child, Duration::from_secs(20))
+            .status
+            .success()
+    );
+}
