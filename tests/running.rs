@@ -479,6 +479,7 @@ on_every_backend!(
     x08_login_delay_is_not_announced_by_default,
     x11_expire_removes_retrieved_old_messages_at_quit_only,
     x11_expire_keeps_messages_younger_than_the_days,
+    x08_x09_x11_the_books_transcript_replays,
 );
 
 /// RFC 2449 §8.1.1 puts the code on AUTH too: every login method ends in the same `fn log_in`.
@@ -609,4 +610,28 @@ fn dist_inetd_conf_line_serves_a_session() {
             .status
             .success()
     );
+}
+
+#[path = "../examples/replay/transcript.rs"]
+mod transcript;
+
+/// The book's transcript of the RFC 2449 settings (book/src/running.md), replayed against a
+/// demo server started as it says, on every backend.
+fn x08_x09_x11_the_books_transcript_replays(backend: Backend) {
+    let mut config = test_config();
+    config.login_delay = Some(Duration::from_secs(60));
+    config.expire = Expire::Days(30);
+    let server = backend.demo_server_with(config);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/transcripts/running/login-delay-and-expire.txt");
+    let text = std::fs::read_to_string(path).expect("transcript");
+    // As in tests/transcripts.rs: a `sasl` build lists SASL PLAIN before IMPLEMENTATION.
+    let text = if cfg!(feature = "sasl") {
+        text.replace("S: IMPLEMENTATION", "S: SASL PLAIN\nS: IMPLEMENTATION")
+    } else {
+        text
+    };
+    if let Err(difference) = transcript::replay(&text, &server.addr.to_string()) {
+        panic!("{difference}");
+    }
 }
