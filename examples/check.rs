@@ -10,7 +10,8 @@
 //! check -- 6 [--idle-timeout 5] SLOW FAST
 //!                                   what you predict for the slow and the fast trickle:
 //!                                   `answer` (the server answers the line) or `close`
-//! check -- 8 [--wait]               --wait also checks a login after the delay (30 s)
+//! check -- 8 [--wait]               against a server started with --login-delay 3; --wait also
+//!                                   checks a login after the delay
 //! ```
 //!
 //! The last line printed is `solved` or `not yet`. Exit status: 0 solved, 1 not yet, 2 the check
@@ -555,62 +556,75 @@ fn too_many_sessions(options: &Options, report: &mut Report) -> Result<(), Strin
 // ANCHOR_END: exercise_7
 
 // ANCHOR: exercise_8
-/// Exercise 8: `LOGIN-DELAY 30` in CAPA, and a second login within the delay refused on PASS
-/// (RFC 2449 §8.1.1) while USER still answers `+OK`. Only with `--wait` does the check sit out
-/// the delay to see a login work again.
+/// Exercise 8: on a server started with `--login-delay N`, the delay counts from the user's
+/// last QUIT, not from the last login. A session that stays logged in for longer than the delay
+/// and then QUITs must hold the next login back (on PASS, RFC 2449 §8.1.1, while USER still
+/// answers `+OK`). Only with `--wait` does the check sit out the delay to see a login work again.
 fn login_delay(options: &Options, report: &mut Report) -> Result<(), String> {
-    println!("exercise 8: announce and enforce LOGIN-DELAY");
+    println!("exercise 8: LOGIN-DELAY counted from the last QUIT");
     let (user, pass) = user_or(options, "alice", "wonderland");
     let (mut pop, _) = Pop3::connect(&options.server)?;
     pop.command("CAPA")?;
     let capabilities: Vec<String> = pop.multi_line()?.iter().map(|l| text(l)).collect();
-    let announced = capabilities.iter().find(|c| c.starts_with("LOGIN-DELAY"));
-    let delay = match announced.and_then(|c| c.split(' ').nth(1)?.parse::<u64>().ok()) {
-        Some(30) => {
-            report.right("CAPA announces \"LOGIN-DELAY 30\"");
-            30
-        }
-        _ => {
-            report.wrong(
-                &match announced {
-                    Some(line) => format!("CAPA announces {line:?}, not \"LOGIN-DELAY 30\""),
-                    None => "CAPA has no LOGIN-DELAY line".to_string(),
-                },
-                "add it to the list in src/capa.rs (RFC 2449 §6.5)",
-            );
-            30
-        }
+    let Some(delay) = capabilities
+        .iter()
+        .find_map(|c| c.strip_prefix("LOGIN-DELAY ")?.parse::<u64>().ok())
+    else {
+        return Err(
+            "CAPA has no LOGIN-DELAY line: start the server with --login-delay 3 (cargo run -- --login-delay 3)"
+                .into(),
+        );
     };
-    let first = pop.login_reply(&user, &pass)?;
-    if first.starts_with("+OK") {
-        pop.quit()?;
-    } else if first.contains("[LOGIN-DELAY]") {
-        report.note(&format!(
-            "{user} logged in less than {delay} s ago (a test of yours?), so even the first \
-             login was refused: {first:?}"
+    if delay > 10 {
+        return Err(format!(
+            "the server's LOGIN-DELAY is {delay} s: start it with --login-delay 3 so the check stays short"
         ));
-    } else {
-        return Err(format!("cannot log in as {user}: {first:?}"));
     }
+    pop.drop_connection();
+    // A login of an earlier check may still hold the next one back: wait it out once.
+    let mut first = Pop3::connect(&options.server)?.0;
+    let mut reply = first.login_reply(&user, &pass)?;
+    if reply.contains("[LOGIN-DELAY]") {
+        first.drop_connection();
+        thread::sleep(Duration::from_secs(delay + 1));
+        first = Pop3::connect(&options.server)?.0;
+        reply = first.login_reply(&user, &pass)?;
+    }
+    if !reply.starts_with("+OK") {
+        return Err(format!("cannot log in as {user}: {reply:?}"));
+    }
+    println!(
+        "  ...    staying logged in for {} s, longer than the delay, then QUIT",
+        delay + 1
+    );
+    thread::sleep(Duration::from_secs(delay + 1));
+    first.command("NOOP")?;
+    first.quit()?;
+
     let (mut pop, _) = Pop3::connect(&options.server)?;
     let user_reply = pop.command(&format!("USER {user}"))?;
     if user_reply.starts_with("+OK") {
-        report.right(&format!("a second USER {user} at once still answers +OK"));
+        report.right(&format!(
+            "USER {user} right after the QUIT still answers +OK"
+        ));
     } else {
         report.wrong(
-            &format!("a second USER {user} answers {user_reply:?}"),
-            "RFC 2449 §8.1.1: many clients do not show what USER answers, so the code goes on \
-             PASS",
+            &format!("USER {user} right after the QUIT answers {user_reply:?}"),
+            "RFC 2449 §8.1.1: the code goes on PASS, so USER must not change",
         );
     }
     let pass_reply = pop.command(&format!("PASS {pass}"))?;
     if pass_reply.starts_with("-ERR [LOGIN-DELAY]") {
-        report.right(&format!("the PASS after it answers {pass_reply:?}"));
+        report.right(&format!("PASS right after the QUIT answers {pass_reply:?}"));
     } else {
         report.wrong(
-            &format!("the second login at once got {pass_reply:?} on PASS"),
-            "keep the time of each user's last login where all session threads see it (the \
-             Shared struct in src/server.rs) and check it in fn pass",
+            &format!(
+                "the login right after the QUIT got {pass_reply:?}: the delay still counts from \
+                 the login {} s ago",
+                delay + 1
+            ),
+            "the time is recorded in fn log_in (src/authorization.rs); record it when the \
+             session QUITs instead (src/session.rs, fn states, where UPDATE ends)",
         );
     }
     pop.drop_connection();
@@ -628,12 +642,12 @@ fn login_delay(options: &Options, report: &mut Report) -> Result<(), String> {
         } else {
             report.wrong(
                 &format!("after {} s, PASS still answers {later:?}", delay + 1),
-                "the delay is counted from the last login that succeeded",
+                "the delay must end: record the time once, at the QUIT",
             );
         }
     } else {
         report.note(&format!(
-            "not checked: that a login works again after {delay} s (add --wait)"
+            "not checked: that a login works again {delay} s after the QUIT (add --wait)"
         ));
     }
     Ok(())

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use crate::capa::{Offer, capa, not_offered};
 use crate::command::Command;
+use crate::expire::Expire;
+use crate::login_delay::LoginDelay;
 use crate::maildrop::{Maildrop, OpenError, Store};
 use crate::protocol::{self, Reply};
 use crate::session::GREETING;
@@ -57,7 +59,11 @@ pub struct LoginPolicy {
 pub struct Authorization<'a> {
     users: &'a Users,
     store: &'a dyn Store,
+    /// When each user last logged in, shared by every session (login_delay.rs).
+    login_delay: &'a LoginDelay,
     policy: LoginPolicy,
+    /// What CAPA says about retention (expire.rs); UPDATE enforces it.
+    expire: Expire,
     /// Wrong passwords so far in this session.
     failures: u32,
     /// The name from a USER just accepted; PASS must come next (RFC 1939 §7).
@@ -72,11 +78,18 @@ pub struct Authorization<'a> {
 }
 
 impl<'a> Authorization<'a> {
-    pub fn new(users: &'a Users, store: &'a dyn Store, policy: LoginPolicy) -> Self {
+    pub fn new(
+        users: &'a Users,
+        store: &'a dyn Store,
+        login_delay: &'a LoginDelay,
+        policy: LoginPolicy,
+    ) -> Self {
         Authorization {
             users,
             store,
+            login_delay,
             policy,
+            expire: Expire::Never,
             failures: 0,
             user: None,
             tls_active: false,
@@ -89,6 +102,11 @@ impl<'a> Authorization<'a> {
     /// The server has a certificate: STLS is offered until TLS is active.
     pub fn offer_stls(&mut self) {
         self.stls_available = true;
+    }
+
+    /// The server keeps retrieved messages only so long (`--expire`, RFC 2449 §6.7).
+    pub fn announce_expire(&mut self, expire: Expire) {
+        self.expire = expire;
     }
 
     /// The TLS handshake is done (STLS or implicit TLS). The state is still AUTHORIZATION
@@ -154,6 +172,7 @@ impl<'a> Authorization<'a> {
     ///   +OK   logged in; maildrop locked (now in TRANSACTION)
     ///   -ERR [AUTH]      wrong name or password
     ///   -ERR [IN-USE]    right password, but another session has the maildrop
+    ///   -ERR [LOGIN-DELAY]  right password, but too soon after this user's last login
     ///   -ERR [SYS/TEMP]  / [SYS/PERM]   the maildrop could not be opened
     /// ```
     /// RFC 1939 §7: the password is the rest of the line, spaces included. RFC 1939 §4: the
@@ -189,8 +208,21 @@ impl<'a> Authorization<'a> {
                 "[AUTH] wrong user name or password; start again with USER".into(),
             ));
         }
+        // ANCHOR: login_delay
+        // RFC 2449 §8.1.1: the code goes on PASS (or AUTH, APOP), not on USER, which would tell
+        // a stranger that the name exists; and only once the password is right, so that nobody
+        // else learns when this user last logged in.
+        if let Some(left) = self.login_delay.wait(&name) {
+            let delay = self.login_delay.seconds().unwrap_or_default();
+            return Outcome::Stay(Reply::Err(format!(
+                "[LOGIN-DELAY] {name} may log in once every {delay} seconds: try again in {} seconds",
+                left.as_secs() + u64::from(left.subsec_nanos() > 0)
+            )));
+        }
+        // ANCHOR_END: login_delay
         match self.store.open_maildrop(&name) {
             Ok(maildrop) => {
+                self.login_delay.record(&name);
                 let messages = maildrop.messages();
                 let octets: u64 = messages.iter().map(|m| m.size).sum();
                 let reply = Reply::Ok(format!(
@@ -219,11 +251,13 @@ impl<'a> Authorization<'a> {
     /// The tags of CAPA that depend on this session (RFC 2595 §4: STLS only while it can be
     /// used; §2.3 and RFC 5034 §4: no login method that sends a password while it would cross
     /// the wire unprotected and `--require-tls` wants TLS first).
-    fn offer(&self) -> Offer {
+    pub fn offer(&self) -> Offer {
         Offer {
             stls: self.stls_available && !self.tls_active,
             clear_text_logins: self.clear_text_allowed(),
             sasl: cfg!(feature = "sasl") && self.clear_text_allowed(),
+            login_delay: self.login_delay.seconds(),
+            expire: self.expire,
         }
     }
 

@@ -12,9 +12,12 @@
 //! before login is announced after it too, with the exceptions the TLS and SASL RFCs make (see
 //! [`Offer`]): `STLS` is listed only while it can be used (RFC 2595 §4: before login, without
 //! TLS), and `USER` and `SASL PLAIN` are left out while `--require-tls` refuses clear-text
-//! passwords (RFC 2595 §2.3, RFC 5034 §4). Each tag is a promise the code keeps.
+//! passwords (RFC 2595 §2.3, RFC 5034 §4). `LOGIN-DELAY` (login_delay.rs) and `EXPIRE`
+//! (expire.rs) carry the server's settings, the same for every user, so they are the same in both
+//! states and need no `USER` token (RFC 2449 §6.5, §6.7). Each tag is a promise the code keeps.
 
 use crate::command::Command;
+use crate::expire::Expire;
 use crate::protocol::Reply;
 
 /// What the session can do right now, for the lines of CAPA that change.
@@ -27,16 +30,24 @@ pub struct Offer {
     /// `SASL PLAIN` (RFC 5034 §3): AUTH PLAIN can be used now. Not before TLS where
     /// `--require-tls` asks for it (RFC 5034 §4); listed after login too (RFC 5034 §3).
     pub sasl: bool,
+    /// `LOGIN-DELAY n` (§6.5), with `--login-delay`.
+    pub login_delay: Option<u64>,
+    /// `EXPIRE NEVER` or `EXPIRE n` (§6.7).
+    pub expire: Expire,
 }
 
 impl Offer {
     /// After login: STLS is over (RFC 2595 §4), USER was how the client got here, and SASL
-    /// stays listed whichever way the client logged in (RFC 5034 §3).
-    pub const TRANSACTION: Offer = Offer {
-        stls: false,
-        clear_text_logins: true,
-        sasl: cfg!(feature = "sasl"),
-    };
+    /// stays listed whichever way the client logged in (RFC 5034 §3). The server's settings
+    /// stay as they were announced before login (§5).
+    pub fn after_login(self) -> Offer {
+        Offer {
+            stls: false,
+            clear_text_logins: true,
+            sasl: cfg!(feature = "sasl"),
+            ..self
+        }
+    }
 }
 
 // ANCHOR: capabilities
@@ -54,8 +65,6 @@ pub const CAPABILITIES: &[&str] = &[
     "AUTH-RESP-CODE",
     // Commands may be sent without waiting for replies (§6.6).
     "PIPELINING",
-    // Messages stay until the client deletes them (§6.7).
-    "EXPIRE NEVER",
 ];
 // ANCHOR_END: capabilities
 
@@ -99,6 +108,12 @@ pub fn capa(cmd: &Command, offer: &Offer) -> Reply {
         .filter(|c| offer.clear_text_logins || **c != "USER")
         .map(|c| c.to_string())
         .collect();
+    // How long retrieved messages stay (§6.7): NEVER unless `--expire` says otherwise.
+    lines.push(offer.expire.capability());
+    if let Some(seconds) = offer.login_delay {
+        // §6.5: the least time between two logins, enforced in authorization.rs `fn log_in`.
+        lines.push(format!("LOGIN-DELAY {seconds}"));
+    }
     if offer.stls {
         // RFC 2595 §4.
         lines.push("STLS".to_string());

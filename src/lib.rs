@@ -7,6 +7,8 @@
 //! | module            | what it is                                        | RFC            |
 //! |-------------------|---------------------------------------------------|----------------|
 //! | [`server`]        | the listener and one thread per client            | 1939 §3        |
+//! | [`inetd`]         | `--inetd`: one session on standard input          |                |
+//! | [`systemd`]       | a listening socket passed by systemd              |                |
 //! | [`session`]       | the session loop: the states one after another    | 1939 §3        |
 //! | [`protocol`]      | the wire: command lines, replies, byte-stuffing   | 1939 §3, 2449 §4 |
 //! | [`command`]       | a line into a keyword and arguments               | 1939 §3        |
@@ -14,6 +16,8 @@
 //! | [`transaction`]   | the TRANSACTION state: STAT, LIST, RETR, DELE ... | 1939 §5, §7    |
 //! | [`update`]        | the UPDATE state: removing what was marked        | 1939 §6        |
 //! | [`capa`]          | CAPA, in both states                              | 2449 §5, §6    |
+//! | [`login_delay`]   | LOGIN-DELAY: the least time between logins        | 2449 §6.5, §8.1.1 |
+//! | [`expire`]        | EXPIRE: retrieved messages removed after n days   | 2449 §6.7      |
 //! | [`maildrop`]      | what the states need from storage                 | 1939 §4        |
 //! | [`maildir`]       | Maildir storage, unique-ids and the lock          | 1939 §4, §7    |
 //! | [`mbox`]          | mbox storage (`--mbox-dir`): dot-lock, rewrite    | 1939 §4, §6, §7 |
@@ -40,9 +44,12 @@ pub mod capa;
 pub mod classroom;
 pub mod command;
 pub mod demo;
+pub mod expire;
 #[cfg(feature = "hashed-passwords")]
 pub mod hashed;
+pub mod inetd;
 pub mod limits;
+pub mod login_delay;
 pub mod maildir;
 pub mod maildrop;
 pub mod mbox;
@@ -51,6 +58,7 @@ pub mod protocol;
 pub mod sasl;
 pub mod server;
 pub mod session;
+pub mod systemd;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod transaction;

@@ -452,6 +452,7 @@ fn scan(dir: &Path, sizes: &SizeCache) -> io::Result<(Vec<MessageInfo>, Vec<File
         .map(|(f, uid)| MessageInfo {
             size: f.size.unwrap_or(0),
             uid,
+            delivered: f.delivered,
         })
         .collect();
     let files = found

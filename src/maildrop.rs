@@ -14,6 +14,10 @@ pub struct MessageInfo {
     pub size: u64,
     /// The unique-id (RFC 1939 §7): 1–70 octets in 0x21–0x7E, the same in every session.
     pub uid: String,
+    /// When it was delivered, in seconds since 1970 (UTC), for EXPIRE (expire.rs, RFC 2449
+    /// §6.7): a Maildir file name's time, an mbox From_ line's date, or else the file's
+    /// modification time.
+    pub delivered: u64,
 }
 
 // ANCHOR: store

@@ -12,20 +12,41 @@ use log::warn;
 use popstate::authorization::LoginPolicy;
 use popstate::board::Board;
 use popstate::classroom::Trace;
+use popstate::expire::Expire;
+use popstate::inetd::{Client, Syslog};
 use popstate::maildir::MaildirStore;
 use popstate::maildrop::Store;
 use popstate::mbox::MboxStore;
 use popstate::server::{Config, Security, Server};
 use popstate::users::Users;
-use popstate::{addresses, demo, limits};
+use popstate::{addresses, demo, limits, systemd};
 
 /// popstate: a POP3 server (RFC 1939) over Maildir, one thread per client, made to be read.
 /// With no flags it serves a fresh demo maildrop on 127.0.0.1:1110.
 #[derive(FromArgs)]
 struct Args {
-    /// address and port to listen on (default 127.0.0.1:1110, unless only --listen-tls is given)
+    /// address and port to listen on (default 127.0.0.1:1110, unless only --listen-tls is given;
+    /// a socket passed by systemd, LISTEN_FDS, replaces it)
     #[argh(option)]
     listen: Option<String>,
+    /// serve one client on standard input and output and exit, as inetd and systemd's
+    /// Accept=yes sockets start servers; logs go to standard error
+    #[argh(switch)]
+    inetd: bool,
+    /// refuse a login that comes sooner than SECS after the same user's last one with
+    /// -ERR [LOGIN-DELAY], and announce LOGIN-DELAY SECS in CAPA (RFC 2449 section 6.5)
+    #[argh(option, arg_name = "SECS")]
+    login_delay: Option<u64>,
+    /// announce EXPIRE DAYS in CAPA and remove, at QUIT, the messages that session retrieved
+    /// and that were delivered DAYS or more days ago; NEVER (the default) keeps everything
+    /// until deleted (RFC 2449 section 6.7)
+    #[argh(
+        option,
+        arg_name = "DAYS",
+        default = "Expire::Never",
+        from_str_fn(expire)
+    )]
+    expire: Expire,
     /// address and port for implicit TLS, e.g. 0.0.0.0:995 (RFC 8314): the TLS handshake
     /// comes first, then the greeting (needs --tls-cert and --tls-key)
     #[cfg(feature = "tls")]
@@ -94,6 +115,10 @@ struct Args {
     hash_password: Option<String>,
 }
 
+fn expire(value: &str) -> Result<Expire, String> {
+    Expire::parse(value)
+}
+
 /// Longer timeouts are surely a typo, and a huge one would overflow the clock's arithmetic.
 const MAX_TIMEOUT_SECS: u64 = 24 * 60 * 60;
 
@@ -106,9 +131,26 @@ fn main() -> ExitCode {
     // so only warnings are shown unless RUST_LOG asks for more.
     let quiet = args.board && std::io::stdout().is_terminal();
     let level = if quiet { "warn" } else { "info" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
+    // Under a classic inetd, standard error is the client's socket as well (inetd.rs).
+    let to_syslog = args.inetd && popstate::inetd::stderr_is_the_client();
+    if to_syslog {
+        let pid = std::process::id();
+        logger
+            .target(env_logger::Target::Pipe(Box::new(Syslog::new())))
+            .format(move |out, record| {
+                let priority = Syslog::priority(record.level());
+                writeln!(out, "<{priority}>popstate[{pid}]: {}", record.args())
+            });
+    }
+    logger.init();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(message) if to_syslog => {
+            log::error!("{message}");
+            ExitCode::FAILURE
+        }
         Err(message) => {
             eprintln!("popstate: {message}");
             ExitCode::FAILURE
@@ -182,27 +224,36 @@ fn run(args: Args) -> Result<(), String> {
         return Err("--classroom makes demo accounts: it cannot be used with --maildir-root, --mbox-dir or --users (add students to your users file instead)".into());
     }
     storage_flags(&args)?;
+    if args.inetd {
+        inetd_flags(&args)?;
+    }
+    let login_delay = match args.login_delay {
+        Some(0) => {
+            return Err("--login-delay must be at least 1 second (leave it out for none)".into());
+        }
+        Some(secs) if secs > MAX_TIMEOUT_SECS => {
+            return Err(format!(
+                "--login-delay may be at most {MAX_TIMEOUT_SECS} seconds (a day)"
+            ));
+        }
+        secs => secs.map(Duration::from_secs),
+    };
     // Certificate files are checked before anything binds; tls.rs says what is wrong with them.
     #[cfg(feature = "tls")]
     let certificate = tls_flags::certificate(&args)?;
 
-    let mut listeners = Vec::new();
-    if let Some(listen) = plain_address(&args) {
-        let listener =
-            TcpListener::bind(&listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        listeners.push((listener, Security::Plain));
-    }
-    #[cfg(feature = "tls")]
-    if let Some(listen) = &args.listen_tls {
-        let listener = TcpListener::bind(listen)
-            .map_err(|e| format!("cannot listen on {listen} (--listen-tls): {e}"))?;
-        listeners.push((listener, Security::ImplicitTls));
-    }
-    let address = match listeners.first() {
-        Some((listener, _)) => listener.local_addr().map_err(|e| e.to_string())?,
-        None => return Err("nothing to listen on".into()),
+    let listeners = if args.inetd {
+        Vec::new()
+    } else {
+        listen(&args)?
     };
-    let hosts = addresses::hosts_for(&address);
+    // The demo and the board show where to connect; in --inetd mode neither is allowed.
+    let address = match listeners.first() {
+        Some((listener, _)) => Some(listener.local_addr().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let hosts = address.map_or_else(Vec::new, |a| addresses::hosts_for(&a));
+    let port = address.map_or(0, |a| a.port());
 
     let (store, users_file, banner, demo_root): (Box<dyn Store>, _, _, _) = match (
         args.maildir_root.clone(),
@@ -224,9 +275,9 @@ fn run(args: Args) -> Result<(), String> {
         }
         // `fn storage_flags` allowed no other combination but none of the three: the demo.
         _ => {
-            let demo = demo::create_in_temp(address.port(), students)
+            let demo = demo::create_in_temp(port, students)
                 .map_err(|e| format!("cannot create the demo maildrop: {e}"))?;
-            let banner = demo::banner(&demo, &hosts, address.port());
+            let banner = demo::banner(&demo, &hosts, port);
             (
                 Box::new(MaildirStore::new(demo.maildir_root)),
                 demo.users_file,
@@ -244,13 +295,20 @@ fn run(args: Args) -> Result<(), String> {
     let config = Config {
         idle_timeout: Duration::from_secs(args.idle_timeout),
         write_timeout: Duration::from_secs(args.write_timeout),
-        max_sessions: session_limit(args.max_sessions)?,
+        // In --inetd mode this process serves one session; inetd or systemd limit the rest.
+        max_sessions: if args.inetd {
+            1
+        } else {
+            session_limit(args.max_sessions)?
+        },
         max_sessions_per_ip: args.max_sessions_per_ip,
         login: LoginPolicy {
             failure_delay: Duration::from_millis(args.auth_failure_delay_ms),
             max_failures: args.max_auth_failures,
             require_tls: false,
         },
+        login_delay,
+        expire: args.expire,
         classroom: match (args.trace, args.trace_user.clone()) {
             (_, Some(user)) => Trace::User(user),
             (true, None) => Trace::All,
@@ -258,13 +316,15 @@ fn run(args: Args) -> Result<(), String> {
         },
         board: args.board.then(|| {
             Board::new(
-                connect_line(&hosts, address.port()),
+                connect_line(&hosts, port),
                 board_note(demo_root.as_deref(), students),
             )
         }),
         #[cfg(feature = "tls")]
         tls: None,
     };
+    #[cfg(feature = "tls")]
+    let mut listeners = listeners;
     #[cfg(feature = "tls")]
     let (config, banner) = tls_flags::apply(
         &args,
@@ -275,6 +335,15 @@ fn run(args: Args) -> Result<(), String> {
         banner,
     )?;
     let _ = demo_root;
+    // ANCHOR: inetd_entry
+    // Standard output is the client from here on: nothing else may be printed to it.
+    if args.inetd {
+        let client = Client::from_stdin()
+            .map_err(|e| format!("--inetd: cannot serve standard input: {e}"))?;
+        Server::with_listeners(Vec::new(), users, store, config).serve_inetd(client);
+        return Ok(());
+    }
+    // ANCHOR_END: inetd_entry
     let mut addresses = Vec::new();
     for (listener, security) in &listeners {
         addresses.push((listener.local_addr().map_err(|e| e.to_string())?, *security));
@@ -322,6 +391,70 @@ fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("cannot start the board: {e}"))?;
     }
     server.serve();
+    Ok(())
+}
+
+// ANCHOR: listen
+/// The sockets to serve: the ones systemd passed (socket activation, systemd.rs), or the ones
+/// `--listen` and `--listen-tls` name, bound here.
+fn listen(args: &Args) -> Result<Vec<(TcpListener, Security)>, String> {
+    let passed = systemd::listeners()?;
+    if !passed.is_empty() {
+        #[cfg(feature = "tls")]
+        let tls = args.listen_tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let tls = false;
+        if args.listen.is_some() || tls {
+            return Err("systemd passed a listening socket (LISTEN_FDS): the socket unit's ListenStream= says where to listen, so leave out --listen and --listen-tls".into());
+        }
+        return Ok(passed.into_iter().map(|l| (l, Security::Plain)).collect());
+    }
+    let mut listeners = Vec::new();
+    if let Some(listen) = plain_address(args) {
+        let listener =
+            TcpListener::bind(&listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        listeners.push((listener, Security::Plain));
+    }
+    #[cfg(feature = "tls")]
+    if let Some(listen) = &args.listen_tls {
+        let listener = TcpListener::bind(listen)
+            .map_err(|e| format!("cannot listen on {listen} (--listen-tls): {e}"))?;
+        listeners.push((listener, Security::ImplicitTls));
+    }
+    if listeners.is_empty() {
+        return Err("nothing to listen on".into());
+    }
+    Ok(listeners)
+}
+// ANCHOR_END: listen
+
+/// `--inetd` serves the one client on standard input: flags about listening, about the demo
+/// (which would print its passwords to the client) and about printing sessions (to standard
+/// output, which is the client) make no sense with it.
+fn inetd_flags(args: &Args) -> Result<(), String> {
+    #[cfg(feature = "tls")]
+    let tls = args.listen_tls.is_some();
+    #[cfg(not(feature = "tls"))]
+    let tls = false;
+    let clash = [
+        ("--listen", args.listen.is_some()),
+        ("--listen-tls", tls),
+        ("--trace", args.trace),
+        ("--trace-user", args.trace_user.is_some()),
+        ("--board", args.board),
+        ("--classroom", args.classroom.is_some()),
+    ];
+    if let Some((flag, _)) = clash.iter().find(|(_, given)| *given) {
+        return Err(format!(
+            "{flag} cannot be used with --inetd: inetd or systemd listens, and standard output is the client"
+        ));
+    }
+    if args.login_delay.is_some() {
+        return Err("--login-delay cannot be used with --inetd: each session is a process of its own, so none would know when the user last logged in; use a systemd socket with Accept=no (dist/popstate.socket) instead".into());
+    }
+    if args.maildir_root.is_none() && args.mbox_dir.is_none() {
+        return Err("--inetd needs --maildir-root or --mbox-dir, and --users: the demo makes a new maildrop for every start".into());
+    }
     Ok(())
 }
 

@@ -403,8 +403,18 @@ fn list(file: &File) -> Result<Listing, ListError> {
         sizes.push(size);
     }
     let uids = uids(&found.messages);
-    for (size, uid) in sizes.into_iter().zip(uids) {
-        messages.push(MessageInfo { size, uid });
+    // A From_ line without a readable date: the file's last change is the latest it can be.
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    for ((size, uid), message) in sizes.into_iter().zip(uids).zip(&found.messages) {
+        messages.push(MessageInfo {
+            size,
+            uid,
+            delivered: message.delivered.unwrap_or(modified),
+        });
     }
     Ok(Listing {
         messages,
@@ -415,6 +425,40 @@ fn list(file: &File) -> Result<Listing, ListError> {
     })
 }
 // ANCHOR_END: list
+
+/// The date of a From_ line, `From sender Tue Nov 25 09:00:01 2025` (asctime's format, which
+/// delivery agents write, sometimes with a time zone before or after the year), in seconds since
+/// 1970. The time zone is not applied: EXPIRE counts days, and a few hours do not matter there.
+fn from_line_date(line: &[u8]) -> Option<u64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let line = std::str::from_utf8(line).ok()?;
+    let words: Vec<&str> = line.split_ascii_whitespace().skip(2).collect();
+    let at = words.iter().position(|w| MONTHS.contains(w))?;
+    let month = MONTHS.iter().position(|m| *m == words[at])? as u64 + 1;
+    let day: u64 = words.get(at + 1)?.parse().ok()?;
+    let mut clock = words.get(at + 2)?.split(':').map(|n| n.parse::<u64>());
+    let (hour, minute) = (clock.next()?.ok()?, clock.next()?.ok()?);
+    let second = clock.next().and_then(Result::ok).unwrap_or(0);
+    let year: u64 = words[at + 3..]
+        .iter()
+        .take(2)
+        .find_map(|w| (w.len() == 4).then(|| w.parse().ok()).flatten())?;
+    if !(1970..=9999).contains(&year) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    // Days since 1970-01-01 in the proleptic Gregorian calendar (the "days from civil"
+    // algorithm: count from 1 March, so that the leap day ends the year).
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era_days = 365 * y + y / 4 - y / 100 + y / 400 + (153 * m + 2) / 5 + day - 1;
+    let days = era_days.checked_sub(719_468)?;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second.min(60))
+}
 
 /// Reads up to `buf.len()` octets at `offset` without moving anyone's file position for good.
 fn read_at(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
@@ -453,6 +497,8 @@ struct Found {
     /// Where the body starts (after the header's blank line), once seen.
     body_start: Option<u64>,
     x_uidl: Option<String>,
+    /// The date on the From_ line, in seconds since 1970, if it has one (see [`from_line_date`]).
+    delivered: Option<u64>,
 }
 
 struct Scanned {
@@ -521,6 +567,7 @@ fn scan<R: BufRead>(mut input: R) -> io::Result<Scanned> {
                     identity: 0,
                     body_start: None,
                     x_uidl: None,
+                    delivered: from_line_date(&piece),
                 });
                 ident = Fnv::new();
                 in_from_line = true;
@@ -976,6 +1023,26 @@ fn stamp(_: &fs::Metadata) -> Option<Stamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn x11_from_line_dates() {
+        assert_eq!(
+            from_line_date(b"From a@b Thu Jan  1 00:00:00 1970\n"),
+            Some(0)
+        );
+        // `date -u -d '2025-11-25 09:00:01' +%s`
+        assert_eq!(
+            from_line_date(b"From teacher@example.org Tue Nov 25 09:00:01 2025\n"),
+            Some(1_764_061_201)
+        );
+        assert_eq!(
+            from_line_date(b"From MAILER-DAEMON Sat Feb 29 12:30:00 +0100 2020"),
+            Some(1_582_979_400)
+        );
+        assert_eq!(from_line_date(b"From a Mon\n"), None);
+        assert_eq!(from_line_date(b"From a Mon Foo 1 00:00:00 2020\n"), None);
+        assert_eq!(from_line_date(b"From a Mon Jan 1 25:00:00 2020\n"), None);
+    }
 
     fn scan_bytes(bytes: &[u8]) -> Vec<Span> {
         scan(bytes)

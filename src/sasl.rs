@@ -140,6 +140,7 @@ fn plain(state: &mut Authorization, base64: &str) -> Outcome {
 mod tests {
     use super::*;
     use crate::authorization::LoginPolicy;
+    use crate::login_delay::LoginDelay;
     use crate::maildrop::{Maildrop, OpenError, Store};
     use crate::users::Users;
     use std::time::Duration;
@@ -176,7 +177,8 @@ mod tests {
     #[test]
     fn a09_plain_waits_for_tls_when_required() {
         let users = Users::parse("alice:wonderland").expect("valid");
-        let mut state = Authorization::new(&users, &Busy, policy(true));
+        let off = LoginDelay::default();
+        let mut state = Authorization::new(&users, &Busy, &off, policy(true));
         let refused = auth_line(&mut state, "AUTH PLAIN AGFsaWNlAHdvbmRlcmxhbmQ=");
         assert_eq!(
             refused,
@@ -191,7 +193,8 @@ mod tests {
     #[test]
     fn a09_bare_auth_lists_nothing_before_tls_when_required() {
         let users = Users::parse("alice:wonderland").expect("valid");
-        let mut state = Authorization::new(&users, &Busy, policy(true));
+        let off = LoginDelay::default();
+        let mut state = Authorization::new(&users, &Busy, &off, policy(true));
         let Outcome::Stay(Reply::Lines(_, lines)) = state.handle(&crate::command::parse(b"AUTH"))
         else {
             panic!("bare AUTH answers with a list");

@@ -3,13 +3,18 @@
 //!
 //! The accept loop takes a connection, checks the session limits, and starts a named thread
 //! that runs `session::run` on it. With the `tls` feature a second listener may serve implicit
-//! TLS (RFC 8314, port 995): its threads do the TLS handshake first. Threads share only read-only things (the users, the store,
-//! the settings) and the session counts, so a session can fail or panic without touching any
-//! other.
+//! TLS (RFC 8314, port 995): its threads do the TLS handshake first. Threads share only
+//! read-only things (the users, the store, the settings), the session counts and the last
+//! logins (for LOGIN-DELAY), so a session can fail or panic without touching any other.
+//!
+//! The listeners are bound by main.rs, or passed by systemd (systemd.rs). In `--inetd` mode
+//! there is no listener: [`Server::serve_inetd`] runs one session on the connection that inetd
+//! handed over (inetd.rs), on this thread, and returns.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -20,9 +25,12 @@ use log::{info, warn};
 use crate::authorization::LoginPolicy;
 use crate::board::Board;
 use crate::classroom::Trace;
+use crate::expire::Expire;
+use crate::inetd::Client;
 use crate::limits;
+use crate::login_delay::LoginDelay;
 use crate::maildrop::Store;
-use crate::session::{self, Context, Transport};
+use crate::session::{self, Context, Summary, Transport};
 use crate::users::Users;
 
 /// Settings an operator may change (each one is a command-line flag in main.rs; the defaults
@@ -41,6 +49,11 @@ pub struct Config {
     pub max_sessions_per_ip: usize,
     /// What a wrong password costs.
     pub login: LoginPolicy,
+    /// The least time between two logins by one user (`--login-delay`, RFC 2449 §6.5); `None`:
+    /// no delay, and none announced.
+    pub login_delay: Option<Duration>,
+    /// How long retrieved messages stay (`--expire`, RFC 2449 §6.7).
+    pub expire: Expire,
     /// Print sessions' dialogues on standard output (`--trace`, `--trace-user`, classroom.rs).
     pub classroom: Trace,
     /// The teacher's board (`--board`, board.rs), shared by every session.
@@ -62,6 +75,8 @@ impl Default for Config {
                 max_failures: limits::MAX_AUTH_FAILURES,
                 require_tls: false,
             },
+            login_delay: None,
+            expire: Expire::Never,
             classroom: Trace::Off,
             board: None,
             #[cfg(feature = "tls")]
@@ -77,7 +92,26 @@ struct Shared {
     config: Config,
     /// Sessions running now: in all, and per client address.
     sessions: Mutex<Sessions>,
+    /// When each user last logged in, for LOGIN-DELAY (RFC 2449 §8.1.1).
+    login_delay: LoginDelay,
     next_id: AtomicU64,
+}
+
+impl Shared {
+    /// What a session needs from the server.
+    fn context(&self) -> Context<'_> {
+        Context {
+            users: &self.users,
+            store: self.store.as_ref(),
+            login: self.config.login,
+            login_delay: &self.login_delay,
+            expire: self.config.expire,
+            classroom: &self.config.classroom,
+            board: self.config.board.as_ref(),
+            #[cfg(feature = "tls")]
+            stls: self.config.tls.as_ref(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -121,6 +155,7 @@ impl Server {
             shared: Arc::new(Shared {
                 users,
                 store,
+                login_delay: LoginDelay::new(config.login_delay),
                 config,
                 sessions: Mutex::default(),
                 next_id: AtomicU64::new(1),
@@ -162,6 +197,58 @@ impl Server {
         }
         accept_loop(&first, security, &self.shared);
     }
+
+    // ANCHOR: serve_inetd
+    /// `--inetd`: one session with the client that inetd, or systemd with `Accept=yes`, passed
+    /// as standard input (inetd.rs), then return. The session limits do not apply: there is one
+    /// session in this process, and inetd or systemd limit the processes.
+    pub fn serve_inetd(self, client: Client) {
+        let shared = &self.shared;
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let peer = client.peer();
+        info!("session {id} from {peer}: started (inetd)");
+        let ctx = shared.context();
+        let idle = shared.config.idle_timeout;
+        let write_timeout = Some(shared.config.write_timeout);
+        let summary = match client {
+            Client::Tcp(stream) => {
+                if let Err(e) = set_up(&stream, &shared.config) {
+                    warn!("session {id} from {peer}: cannot set up the connection: {e}");
+                    return;
+                }
+                session::run(IdleTimer::new(&stream, idle), &ctx, id)
+            }
+            Client::Unix(stream) => {
+                if let Err(e) = stream.set_write_timeout(write_timeout) {
+                    warn!("session {id} from {peer}: cannot set up the connection: {e}");
+                    return;
+                }
+                session::run(IdleTimer::new(&stream, idle), &ctx, id)
+            }
+            Client::Pipes(pipes) => session::run(pipes.with_idle_timer(idle), &ctx, id),
+        };
+        log_end(id, &peer, &summary);
+    }
+    // ANCHOR_END: serve_inetd
+}
+
+/// Replies are written whole (see session.rs), so Nagle's algorithm could only delay them; a
+/// client that stops reading must not hold the session for ever.
+fn set_up(stream: &TcpStream, config: &Config) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(config.write_timeout))
+}
+
+/// The session's last log line.
+fn log_end(id: u64, peer: &str, summary: &Summary) {
+    info!(
+        "session {id} from {peer}: ended ({}); user {}, {} retrieved, {} deleted, {} octets sent",
+        summary.end.describe(),
+        summary.user.as_deref().unwrap_or("-"),
+        summary.retrieved,
+        summary.deleted,
+        summary.octets_sent
+    );
 }
 
 // ANCHOR: serve
@@ -210,24 +297,12 @@ fn serve_client(stream: TcpStream, slot: Slot, id: u64, security: Security) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "unknown peer".to_string(), |a| a.to_string());
-    // Replies are written whole (see session.rs), so Nagle's algorithm could only delay them.
-    if let Err(e) = stream
-        .set_nodelay(true)
-        .and_then(|()| stream.set_write_timeout(Some(shared.config.write_timeout)))
-    {
+    if let Err(e) = set_up(&stream, &shared.config) {
         warn!("session {id} from {peer}: cannot set up the connection: {e}");
         return;
     }
     info!("session {id} from {peer}: started");
-    let ctx = Context {
-        users: &shared.users,
-        store: shared.store.as_ref(),
-        login: shared.config.login,
-        classroom: &shared.config.classroom,
-        board: shared.config.board.as_ref(),
-        #[cfg(feature = "tls")]
-        stls: shared.config.tls.as_ref(),
-    };
+    let ctx = shared.context();
     let socket = IdleTimer::new(&stream, shared.config.idle_timeout);
     let summary = match security {
         Security::Plain => session::run(socket, &ctx, id),
@@ -246,14 +321,7 @@ fn serve_client(stream: TcpStream, slot: Slot, id: u64, security: Security) {
             }
         }
     };
-    info!(
-        "session {id} from {peer}: ended ({}); user {}, {} retrieved, {} deleted, {} octets sent",
-        summary.end.describe(),
-        summary.user.as_deref().unwrap_or("-"),
-        summary.retrieved,
-        summary.deleted,
-        summary.octets_sent
-    );
+    log_end(id, &peer, &summary);
 }
 // ANCHOR_END: serve_client
 
@@ -265,17 +333,18 @@ fn serve_client(stream: TcpStream, slot: Slot, id: u64, security: Security) {
 /// server spends answering (a long RETR on a slow link) is never counted against the client. The
 /// deadline is fixed until then: a plain socket timeout would start again with every byte, and a
 /// client sending one byte a minute could hold a session for ever. Under TLS the same timer sits
-/// below the encryption, and bounds the handshake too.
-struct IdleTimer<'a> {
-    stream: &'a TcpStream,
+/// below the encryption, and bounds the handshake too. The socket is a TCP one, or, in
+/// `--inetd` mode, possibly a Unix one (inetd.rs).
+struct IdleTimer<'a, S> {
+    stream: &'a S,
     idle: Duration,
     deadline: Instant,
     /// The read timeout set on the socket now, if any.
     timeout: Option<Duration>,
 }
 
-impl<'a> IdleTimer<'a> {
-    fn new(stream: &'a TcpStream, idle: Duration) -> Self {
+impl<'a, S> IdleTimer<'a, S> {
+    fn new(stream: &'a S, idle: Duration) -> Self {
         IdleTimer {
             stream,
             idle,
@@ -285,13 +354,19 @@ impl<'a> IdleTimer<'a> {
     }
 }
 
-impl Transport for IdleTimer<'_> {
+impl<S: Socket> Transport for IdleTimer<'_, S>
+where
+    for<'s> &'s S: Read + Write,
+{
     fn new_wait(&mut self) {
         self.deadline = Instant::now() + self.idle;
     }
 }
 
-impl Read for IdleTimer<'_> {
+impl<S: Socket> Read for IdleTimer<'_, S>
+where
+    for<'s> &'s S: Read,
+{
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -312,13 +387,33 @@ impl Read for IdleTimer<'_> {
 
 /// Replies go straight to the socket, whose write timeout (`Config::write_timeout`) ends a
 /// session whose client stopped reading.
-impl Write for IdleTimer<'_> {
+impl<S> Write for IdleTimer<'_, S>
+where
+    for<'s> &'s S: Write,
+{
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         (&*self.stream).write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         (&*self.stream).flush()
+    }
+}
+
+/// A socket whose reads can time out: what [`IdleTimer`] needs.
+trait Socket {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl Socket for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+}
+
+impl Socket for UnixStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        UnixStream::set_read_timeout(self, timeout)
     }
 }
 // ANCHOR_END: idle_timer

@@ -15,6 +15,7 @@
 //! the `tls` feature, the same socket inside TLS (tls.rs). The states cannot tell them apart.
 
 use std::io::{self, BufReader, Read, Write};
+use std::time::SystemTime;
 
 use log::{debug, trace};
 
@@ -24,6 +25,8 @@ use crate::authorization::{self, Authorization, LoginPolicy};
 use crate::board::{Board, Seat};
 use crate::classroom::{Classroom, Trace};
 use crate::command::{self, Command};
+use crate::expire::Expire;
+use crate::login_delay::LoginDelay;
 use crate::maildrop::Store;
 use crate::protocol::{self, Line, MAX_COMMAND_LINE, Reply};
 use crate::transaction::{self, Transaction};
@@ -40,6 +43,10 @@ pub struct Context<'a> {
     pub store: &'a dyn Store,
     /// What a wrong password costs, and whether logins need TLS (see authorization.rs).
     pub login: LoginPolicy,
+    /// The least time between two logins by one user, shared by all sessions (login_delay.rs).
+    pub login_delay: &'a LoginDelay,
+    /// How long retrieved messages stay (`--expire`, expire.rs).
+    pub expire: Expire,
     /// Print the dialogue for a classroom (`--trace`, see classroom.rs).
     pub classroom: &'a Trace,
     /// The teacher's board, with `--board` (see board.rs).
@@ -149,7 +156,8 @@ pub fn run<'a>(transport: impl Transport + 'a, ctx: &Context, id: u64) -> Summar
 /// Greeting, AUTHORIZATION, TRANSACTION, UPDATE, in that order. Each `return` before UPDATE
 /// leaves the maildrop as it was: dropping the `Transaction` drops its marks and its lock.
 fn states(conn: &mut Connection, ctx: &Context, summary: &mut Summary) -> io::Result<End> {
-    let mut authorization = Authorization::new(ctx.users, ctx.store, ctx.login);
+    let mut authorization = Authorization::new(ctx.users, ctx.store, ctx.login_delay, ctx.login);
+    authorization.announce_expire(ctx.expire);
     // On an implicit-TLS port (RFC 8314 §3.2) the handshake came first: logins are safe now.
     if conn.is_tls() {
         authorization.tls_started();
@@ -210,7 +218,7 @@ fn states(conn: &mut Connection, ctx: &Context, summary: &mut Summary) -> io::Re
     debug!("session {}: TRANSACTION as {user}", conn.id);
     conn.enter("TRANSACTION", &format!(" as {user}"));
     summary.user = Some(user.clone());
-    let mut transaction = Transaction::new(user, maildrop);
+    let mut transaction = Transaction::new(user, maildrop, authorization.offer());
     loop {
         let Some(line) = conn.next_command()? else {
             return Ok(End::Closed);
@@ -228,8 +236,11 @@ fn states(conn: &mut Connection, ctx: &Context, summary: &mut Summary) -> io::Re
 
     debug!("session {}: UPDATE", conn.id);
     conn.enter("UPDATE", ": removing the messages marked as deleted");
-    let (maildrop, deleted) = transaction.into_update();
-    let done = update(maildrop, &deleted);
+    let (maildrop, deleted, retrieved) = transaction.into_update();
+    let expired = ctx
+        .expire
+        .expired(maildrop.messages(), &retrieved, SystemTime::now());
+    let done = update(maildrop, &deleted, &expired);
     summary.deleted = done.removed;
     conn.send(done.reply)?;
     Ok(End::Quit)

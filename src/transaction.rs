@@ -32,16 +32,23 @@ pub struct Transaction {
     deleted: Vec<bool>,
     /// Messages sent whole by RETR, for the session's log line.
     pub retrieved: u64,
+    /// `fetched[i]` is true once RETR has sent message `i + 1`: UPDATE may expire it
+    /// (RFC 2449 §6.7, expire.rs).
+    fetched: Vec<bool>,
+    /// What CAPA lists here: what was announced before login (RFC 2449 §5).
+    offer: Offer,
 }
 
 impl Transaction {
-    pub fn new(user: String, maildrop: Box<dyn Maildrop>) -> Self {
+    pub fn new(user: String, maildrop: Box<dyn Maildrop>, offer: Offer) -> Self {
         let deleted = vec![false; maildrop.messages().len()];
         Transaction {
             user,
             maildrop,
+            fetched: deleted.clone(),
             deleted,
             retrieved: 0,
+            offer: offer.after_login(),
         }
     }
 
@@ -61,7 +68,7 @@ impl Transaction {
             "RSET" => self.rset(cmd),
             "TOP" => self.top(cmd),
             "UIDL" => self.uidl(cmd),
-            "CAPA" => Ok(capa(cmd, &Offer::TRANSACTION)),
+            "CAPA" => Ok(capa(cmd, &self.offer)),
             "QUIT" => match quit(cmd) {
                 Ok(()) => return Outcome::Quit,
                 Err(e) => Err(e),
@@ -77,9 +84,9 @@ impl Transaction {
         self.deleted.iter().filter(|&&d| d).count()
     }
 
-    /// The user's maildrop and marks, for UPDATE.
-    pub fn into_update(self) -> (Box<dyn Maildrop>, Vec<bool>) {
-        (self.maildrop, self.deleted)
+    /// The user's maildrop, the marks, and which messages RETR sent, for UPDATE.
+    pub fn into_update(self) -> (Box<dyn Maildrop>, Vec<bool>, Vec<bool>) {
+        (self.maildrop, self.deleted, self.fetched)
     }
 
     // ANCHOR: stat
@@ -136,6 +143,7 @@ impl Transaction {
         let index = self.message(&cmd.args[0])?;
         let body = self.open(index)?;
         self.retrieved += 1;
+        self.fetched[index] = true;
         Ok(Reply::Message {
             status: format!("{} octets", self.maildrop.messages()[index].size),
             body,

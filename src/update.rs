@@ -1,8 +1,9 @@
 //! The UPDATE state (RFC 1939 §6): after QUIT in TRANSACTION, and only then, the messages marked
 //! as deleted are removed from the maildrop.
 //!
-//! No commands are read here. The state removes exactly the marked messages, releases the lock,
-//! answers the QUIT and ends the session. A session that ends any other way (the connection
+//! No commands are read here. The state removes exactly the marked messages (and, with
+//! `--expire`, the retrieved ones old enough to expire: RFC 2449 §6.7, expire.rs), releases the
+//! lock, answers the QUIT and ends the session. A session that ends any other way (the connection
 //! drops, the idle timer fires, the server stops) never gets here, so it removes nothing.
 
 use crate::maildrop::Maildrop;
@@ -15,14 +16,19 @@ pub struct Removed {
 }
 
 // ANCHOR: update
-/// Removes every message marked in `deleted` and returns the reply to QUIT:
+/// Removes every message marked in `deleted` or in `expired` and returns the reply to QUIT:
 ///
 /// ```text
 /// +OK popstate signing off: removed 2 messages, 3 left
+/// +OK popstate signing off: removed 3 messages (1 expired: retrieved and older than EXPIRE), 2 left
 /// -ERR [SYS/TEMP] removed 1 of 2 marked messages; message 4 could not be removed: ...
 /// ```
-pub fn update(mut maildrop: Box<dyn Maildrop>, deleted: &[bool]) -> Removed {
-    let marked: Vec<usize> = (0..deleted.len()).filter(|&i| deleted[i]).collect();
+pub fn update(mut maildrop: Box<dyn Maildrop>, deleted: &[bool], expired: &[bool]) -> Removed {
+    let gone = |i: usize| deleted[i] || expired.get(i).copied().unwrap_or(false);
+    let marked: Vec<usize> = (0..deleted.len()).filter(|&i| gone(i)).collect();
+    let expiring = (0..deleted.len())
+        .filter(|&i| !deleted[i] && gone(i))
+        .count();
     let failures: Vec<String> = maildrop
         .remove(&marked)
         .into_iter()
@@ -34,8 +40,12 @@ pub fn update(mut maildrop: Box<dyn Maildrop>, deleted: &[bool]) -> Removed {
     // maildrop free (RFC 1939 §6: "releases any exclusive-access lock on the maildrop").
     drop(maildrop);
     let reply = if failures.is_empty() {
+        let why = match expiring {
+            0 => String::new(),
+            n => format!(" ({n} expired: retrieved and older than EXPIRE)"),
+        };
         Reply::Ok(format!(
-            "popstate signing off: removed {}, {left} left",
+            "popstate signing off: removed {}{why}, {left} left",
             protocol::messages(removed as usize)
         ))
     } else {
@@ -101,6 +111,7 @@ mod tests {
             .map(|i| MessageInfo {
                 size: 10,
                 uid: format!("u{i}"),
+                delivered: 0,
             })
             .collect();
         (
@@ -116,7 +127,7 @@ mod tests {
     #[test]
     fn b23_removes_exactly_the_marked_messages() {
         let (maildrop, removed) = fake(4, vec![]);
-        let done = update(maildrop, &[true, false, true, false]);
+        let done = update(maildrop, &[true, false, true, false], &[false; 4]);
         assert_eq!(*removed.lock().expect("lock"), [0, 2]);
         assert_eq!(done.removed, 2);
         assert_eq!(
@@ -126,9 +137,25 @@ mod tests {
     }
 
     #[test]
+    fn x11_expired_messages_go_with_the_marked_ones_and_the_reply_says_so() {
+        let (maildrop, removed) = fake(4, vec![]);
+        let done = update(
+            maildrop,
+            &[true, false, false, false],
+            &[true, true, false, false],
+        );
+        assert_eq!(*removed.lock().expect("lock"), [0, 1]);
+        assert_eq!(done.removed, 2);
+        assert_eq!(
+            done.reply.status_line(),
+            "+OK popstate signing off: removed 2 messages (1 expired: retrieved and older than EXPIRE), 2 left"
+        );
+    }
+
+    #[test]
     fn b23_r01_a_failed_removal_is_reported_with_sys_temp() {
         let (maildrop, removed) = fake(4, vec![1, 3]);
-        let done = update(maildrop, &[true, true, false, true]);
+        let done = update(maildrop, &[true, true, false, true], &[]);
         assert_eq!(*removed.lock().expect("lock"), [0]);
         assert_eq!(done.removed, 1);
         assert_eq!(

@@ -193,7 +193,11 @@ fn unchanged(args: &[&str]) -> Server {
 }
 
 fn patched(n: u32) -> Server {
-    Server::start(&built().patched[&n], &[])
+    patched_with(n, &[])
+}
+
+fn patched_with(n: u32, args: &[&str]) -> Server {
+    Server::start(&built().patched[&n], args)
 }
 
 #[test]
@@ -257,11 +261,22 @@ fn exercise_7_not_yet_without_the_flag_and_solved_with_it() {
 
 #[test]
 fn exercise_8_not_yet_then_solved() {
-    assert_not_yet(&unchanged(&[]), &["8"]);
-    let server = patched(8);
-    assert_solved(&server, &["8"]);
-    let (_, out) = check(&server, &["8"]);
-    assert!(out.contains("-ERR [LOGIN-DELAY]"), "{out}");
+    // The exercise starts from a server with --login-delay; without one the check cannot run.
+    let (code, out) = check(&unchanged(&[]), &["8"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("start the server with --login-delay 3"),
+        "{out}"
+    );
+    let delay = ["--login-delay", "2"];
+    let (_, out) = check(&unchanged(&delay), &["8"]);
+    assert!(
+        out.contains("the delay still counts from the login"),
+        "{out}"
+    );
+    assert_not_yet(&unchanged(&delay), &["8"]);
+    let server = patched_with(8, &delay);
+    assert_solved(&server, &["8", "--wait"]);
 }
 
 #[test]
