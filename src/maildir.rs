@@ -487,15 +487,18 @@ fn size_in_name(name: &str, len: u64) -> Option<u64> {
 fn count_sizes(dir: &Path, found: &mut [Found]) -> io::Result<()> {
     const PER_THREAD: usize = 256;
     let mut todo: Vec<&mut Found> = found.iter_mut().filter(|f| f.size.is_none()).collect();
+    // Asking for the cores costs a dozen system calls and some heap (std reads the cgroup
+    // files), and an idle session keeps what its thread's allocator cached: ask only when
+    // there is enough to share.
+    if todo.len() <= PER_THREAD {
+        return todo.iter_mut().try_for_each(|file| count_one(dir, file));
+    }
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(COUNTING_THREADS)
         .min(todo.len().div_ceil(PER_THREAD))
         .max(1);
     let chunk = todo.len().div_ceil(threads).max(1);
-    if threads == 1 {
-        return todo.iter_mut().try_for_each(|file| count_one(dir, file));
-    }
     std::thread::scope(|scope| {
         let workers: Vec<_> = todo
             .chunks_mut(chunk)
