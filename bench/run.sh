@@ -71,11 +71,12 @@ if [ -f "$POP3LOAD_SRC/Cargo.toml" ]; then
   fi
 fi
 
-# The open-file limit: each popstate session holds a socket and its maildrop's lock file, and
+# The open-file limit: each popstate session holds its socket (the Maildir lock holds no file), and
 # popstate refuses to start when --max-sessions cannot fit (main.rs checks).
 ulimit -n "$(ulimit -Hn)"
 NOFILE=$(ulimit -n)
-MAX_SESSIONS=$(( (NOFILE - 64) / 2 )); [ "$MAX_SESSIONS" -gt 20000 ] && MAX_SESSIONS=20000
+# One descriptor per Maildir session (its socket: the lock holds no file, maildir/lock.rs).
+MAX_SESSIONS=$(( NOFILE - 64 )); [ "$MAX_SESSIONS" -gt 20000 ] && MAX_SESSIONS=20000
 
 PIDS=()
 stop_all() {

@@ -20,9 +20,12 @@
 //! | [`expire`]        | EXPIRE: retrieved messages removed after n days   | 2449 §6.7      |
 //! | [`maildrop`]      | what the states need from storage                 | 1939 §4        |
 //! | [`maildir`]       | Maildir storage, unique-ids and the lock          | 1939 §4, §7    |
+//! | `maildir::lock`   | the maildrop lock: no file held per session       | 1939 §4        |
 //! | [`mbox`]          | mbox storage (`--mbox-dir`): dot-lock, rewrite    | 1939 §4, §6, §7 |
 //! | [`users`]         | the users file and password checks                | 1939 §7, §13   |
 //! | [`classroom`]     | `--trace`: the dialogue on the server's terminal  |                |
+//! | [`board`]         | `--board`: the teacher's board, a row per session |                |
+//! | [`addresses`]     | this machine's addresses, for the board's line    |                |
 //! | [`limits`]        | every deliberate limit, with its reason           | 1939 §3, §13   |
 //! | [`demo`]          | the demo maildrop that `cargo run` serves         |                |
 //!

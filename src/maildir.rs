@@ -5,15 +5,16 @@
 //!   it survives a mail reader moving the file from `new/` to `cur/` or changing its flags.
 //! - Messages are numbered by delivery time (the seconds that start a Maildir name, else the
 //!   file's modification time), then by name, so the numbering is stable between sessions.
-//! - The exclusive lock (RFC 1939 §4) is `popstate.lock` in the user's folder, held with
-//!   `File::try_lock`. That is an `flock(2)` lock on Unix: it excludes a second open of the file
-//!   in this process as well as in another popstate process, and the kernel drops it when the
-//!   file is closed, so a session ending in any way (even a crash) cannot leave it stuck.
+//! - The exclusive lock (RFC 1939 §4) is `popstate.lock` in the user's folder, which names the
+//!   process and session holding it (see [`lock`]). It is changed only under a short `flock`,
+//!   so two popstate processes exclude each other, yet a session keeps no descriptor open for
+//!   it: a logged-in session costs one open file, its socket. A line left by a crashed server
+//!   names a process that no longer runs, and the next login takes the lock over.
 //! - Nothing here writes to a message. The only change is `remove`, an `unlink`, which is atomic:
 //!   a message is either whole or gone, whenever the server is stopped.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, DirEntry, File, TryLockError};
+use std::fs::{self, DirEntry, File};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,9 +25,10 @@ use log::warn;
 use crate::maildrop::{Maildrop, MessageInfo, OpenError, Store};
 use crate::protocol::message_size;
 
-/// The name of the lock file in each user's Maildir. Maildir readers ignore files outside
-/// `new/`, `cur/` and `tmp/`.
-pub const LOCK_FILE: &str = "popstate.lock";
+mod lock;
+
+pub use lock::LOCK_FILE;
+use lock::MaildropLock;
 
 /// The maildrops below one root folder, one Maildir per user.
 pub struct MaildirStore {
@@ -169,21 +171,7 @@ impl Store for MaildirStore {
                 })?;
             }
         }
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(LOCK_FILE))
-            .map_err(|e| OpenError::Temporary(format!("cannot open the lock file: {e}")))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(OpenError::InUse),
-            Err(TryLockError::Error(e)) => {
-                return Err(OpenError::Temporary(format!(
-                    "cannot lock the maildrop: {e}"
-                )));
-            }
-        }
+        let lock = MaildropLock::acquire(&dir)?;
         // Listing happens under the lock; if it fails, `lock` is dropped on the way out, which
         // releases it before the client sees the -ERR (RFC 1939 §4).
         let listing = self.list(&dir).map_err(|e| {
@@ -253,8 +241,8 @@ struct MaildirMaildrop {
     listings: Arc<Listings>,
     /// Sizes counted so far, to check a size that came from a file name only once.
     sizes: Arc<SizeCache>,
-    /// Held for the life of the session; closing it releases the lock.
-    _lock: File,
+    /// Held for the life of the session; dropping it releases the lock.
+    _lock: MaildropLock,
 }
 
 impl FileRef {
@@ -500,15 +488,18 @@ fn size_in_name(name: &str, len: u64) -> Option<u64> {
 fn count_sizes(dir: &Path, found: &mut [Found]) -> io::Result<()> {
     const PER_THREAD: usize = 256;
     let mut todo: Vec<&mut Found> = found.iter_mut().filter(|f| f.size.is_none()).collect();
+    // Asking for the cores costs a dozen system calls and some heap (std reads the cgroup
+    // files), and an idle session keeps what its thread's allocator cached: ask only when
+    // there is enough to share.
+    if todo.len() <= PER_THREAD {
+        return todo.iter_mut().try_for_each(|file| count_one(dir, file));
+    }
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(COUNTING_THREADS)
         .min(todo.len().div_ceil(PER_THREAD))
         .max(1);
     let chunk = todo.len().div_ceil(threads).max(1);
-    if threads == 1 {
-        return todo.iter_mut().try_for_each(|file| count_one(dir, file));
-    }
     std::thread::scope(|scope| {
         let workers: Vec<_> = todo
             .chunks_mut(chunk)

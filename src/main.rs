@@ -299,7 +299,7 @@ fn run(args: Args) -> Result<(), String> {
         max_sessions: if args.inetd {
             1
         } else {
-            session_limit(args.max_sessions)?
+            session_limit(args.max_sessions, args.mbox_dir.is_some())?
         },
         max_sessions_per_ip: args.max_sessions_per_ip,
         login: LoginPolicy {
@@ -516,24 +516,25 @@ fn folder(flag: &str, path: &std::path::Path) -> Result<(), String> {
     }
 }
 
-/// The session limit that the open-file limit can carry. A logged-in session holds two file
-/// descriptors (its socket and its maildrop's lock file), and a few more are needed for a
-/// moment while it lists or sends a message. A limit the operator asked for that cannot be met
-/// is an error; the default is lowered with a warning, so that clients over the limit get a
-/// clean `-ERR [SYS/TEMP]` instead of hanging in the accept queue.
-fn session_limit(asked: Option<usize>) -> Result<usize, String> {
-    const PER_SESSION: u64 = 2;
+/// The session limit that the open-file limit can carry. A logged-in session holds its socket,
+/// and with mbox also the mbox it keeps open under `flock` (a Maildir's lock holds no file; see
+/// `src/maildir/lock.rs`); a few more are needed for a moment while it lists or sends a message.
+/// A limit the operator asked for that cannot be met is an error; the default is lowered with
+/// a warning, so that clients over the limit get a clean `-ERR [SYS/TEMP]` instead of hanging
+/// in the accept queue.
+fn session_limit(asked: Option<usize>, mbox: bool) -> Result<usize, String> {
+    let per_session: u64 = if mbox { 2 } else { 1 };
     const RESERVE: u64 = 64;
     let wanted = asked.unwrap_or(limits::MAX_SESSIONS);
     let Some(files) = open_file_limit() else {
         return Ok(wanted);
     };
-    let fits = usize::try_from(files.saturating_sub(RESERVE) / PER_SESSION).unwrap_or(usize::MAX);
+    let fits = usize::try_from(files.saturating_sub(RESERVE) / per_session).unwrap_or(usize::MAX);
     if wanted <= fits {
         return Ok(wanted);
     }
     let needed = (wanted as u64)
-        .saturating_mul(PER_SESSION)
+        .saturating_mul(per_session)
         .saturating_add(RESERVE);
     let advice = format!("raise the open-file limit (ulimit -n {needed}) or lower --max-sessions");
     if asked.is_some() {

@@ -297,6 +297,135 @@ fn b13_the_lock_holds_across_processes() {
     assert!(second.cmd("PASS wonderland").starts_with("+OK"));
 }
 
+/// The line a Maildir lock file holds: pid, start time, boot id, session.
+fn lock_line(root: &std::path::Path, user: &str) -> String {
+    std::fs::read_to_string(root.join(user).join("popstate.lock")).expect("read the lock file")
+}
+
+/// This test process as a lock file names it: (pid, start time, boot id), from /proc.
+fn this_process() -> (u32, u64, String) {
+    let pid = std::process::id();
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let (_, after_name) = stat.rsplit_once(')').expect("stat has (comm)");
+    let start = after_name
+        .split_whitespace()
+        .nth(19)
+        .and_then(|f| f.parse().ok())
+        .expect("field 22");
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot_id");
+    (pid, start, boot.trim().to_string())
+}
+
+#[test]
+fn b13_a_lock_left_by_a_killed_server_is_taken_over() {
+    let dir = real_setup();
+    let root = dir.path().join("d/maildirs");
+    let users = dir.path().join("d/users");
+    let args = [
+        "--maildir-root",
+        root.to_str().expect("utf-8"),
+        "--users",
+        users.to_str().expect("utf-8"),
+    ];
+    let mut one = Running::start(&args, &[]);
+    let mut first = Client::connect(one.addr);
+    first.login("alice", "wonderland");
+    let held = lock_line(&root, "alice");
+    let pid = one.child.id();
+    assert!(held.starts_with(&format!("{pid} ")), "{held:?}");
+    // SIGKILL: no destructor runs, the line stays behind naming a process that has ended.
+    one.child.kill().expect("kill -9");
+    one.child.wait().expect("reap");
+    assert_eq!(
+        lock_line(&root, "alice"),
+        held,
+        "a killed server cannot clean up"
+    );
+
+    let two = Running::start(&args, &[("RUST_LOG", "popstate=warn")]);
+    let mut second = Client::connect(two.addr);
+    second.login("alice", "wonderland");
+    let now = lock_line(&root, "alice");
+    assert!(now.starts_with(&format!("{} ", two.child.id())), "{now:?}");
+    let log = two.wait_log("taking over");
+    assert!(
+        log.join("\n")
+            .contains(&format!("process {pid}, has ended")),
+        "{log:?}"
+    );
+    second.cmd("QUIT");
+    assert!(second.is_closed());
+    assert_eq!(lock_line(&root, "alice"), "", "QUIT empties the lock file");
+}
+
+#[test]
+fn b13_a_lock_naming_a_running_process_holds_and_a_reused_pid_does_not() {
+    let dir = real_setup();
+    let root = dir.path().join("d/maildirs");
+    let users = dir.path().join("d/users");
+    let server = Running::start(
+        &[
+            "--maildir-root",
+            root.to_str().expect("utf-8"),
+            "--users",
+            users.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    let lock = root.join("alice").join("popstate.lock");
+    let (pid, start, boot) = this_process();
+    // This test process holds alice's maildrop, as another popstate would.
+    std::fs::write(&lock, format!("{pid} {start} {boot} 1\n")).expect("write");
+    let mut c = Client::connect(server.addr);
+    c.cmd("USER alice");
+    assert_err(&c.cmd("PASS wonderland"), "[IN-USE]");
+    assert_eq!(
+        lock_line(&root, "alice"),
+        format!("{pid} {start} {boot} 1\n"),
+        "a refused login leaves the holder's line alone"
+    );
+    // The same pid with another start time is another process that reused the number.
+    std::fs::write(&lock, format!("{pid} {} {boot} 1\n", start + 1)).expect("write");
+    c.cmd("USER alice");
+    assert!(c.cmd("PASS wonderland").starts_with("+OK"));
+    c.cmd("QUIT");
+    assert!(c.is_closed());
+    // A line from an earlier boot names a process that cannot run any more.
+    std::fs::write(&lock, format!("{pid} {start} not-this-boot 1\n")).expect("write");
+    let mut d = Client::connect(server.addr);
+    d.login("alice", "wonderland");
+    d.cmd("QUIT");
+    assert!(d.is_closed());
+}
+
+#[test]
+fn a_lock_file_that_cannot_be_made_gets_sys_temp_with_the_reason() {
+    let dir = real_setup();
+    let root = dir.path().join("d/maildirs");
+    let users = dir.path().join("d/users");
+    let server = Running::start(
+        &[
+            "--maildir-root",
+            root.to_str().expect("utf-8"),
+            "--users",
+            users.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    // Root may write anywhere, so a folder in the lock file's place stands for "cannot open".
+    let lock = root.join("alice").join("popstate.lock");
+    let _ = std::fs::remove_file(&lock);
+    std::fs::create_dir(&lock).expect("mkdir");
+    let mut c = Client::connect(server.addr);
+    c.cmd("USER alice");
+    let reply = c.cmd("PASS wonderland");
+    assert_err(&reply, "[SYS/TEMP]");
+    assert!(reply.contains("lock file"), "{reply}");
+    std::fs::remove_dir(&lock).expect("rmdir");
+    c.cmd("USER alice");
+    assert!(c.cmd("PASS wonderland").starts_with("+OK"));
+}
+
 #[test]
 fn logs_show_sessions_and_never_the_password() {
     let server = Running::start(&[], &[("RUST_LOG", "popstate=trace")]);
@@ -369,7 +498,7 @@ fn a_session_limit_beyond_the_open_file_limit_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("--max-sessions 500 needs about 1064 open files, but the limit is 200"),
+        err.contains("--max-sessions 500 needs about 564 open files, but the limit is 200"),
         "{err}"
     );
 }

@@ -1,0 +1,312 @@
+//! The exclusive lock on a Maildir (RFC 1939 §4), held without an open file per session.
+//!
+//! The lock file `popstate.lock` in the user's folder *names* its holder: one line with the
+//! process id, the process's start time, the boot it runs in and a session number. An empty
+//! file means free. Reading and changing that line is done under a short `flock` on the file
+//! (`File::try_lock`), taken for the few system calls of a login or a logout and then dropped
+//! with the descriptor, so two popstate processes never both see the maildrop free, and a
+//! logged-in session holds no descriptor for its lock: one file per session, its socket.
+//!
+//! A holder that has ended leaves its line behind (a crash runs no destructor), so a line only
+//! counts while its process still runs: the same pid with the same start time (field 22 of
+//! `/proc/PID/stat`, so a reused pid is told apart) in the same boot
+//! (`/proc/sys/kernel/random/boot_id`). Otherwise the line is stale and the next login takes
+//! the lock over at once, as the kernel dropped the old `flock` at once.
+//!
+//! The file only tells processes apart. Sessions of this process are told apart by [`HELD`],
+//! the lock files this process holds now, keyed by device and inode so that two spellings of
+//! one path are one lock.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, TryLockError};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread;
+use std::time::Duration;
+
+use log::warn;
+
+use crate::maildrop::OpenError;
+
+/// The name of the lock file in each user's Maildir. Maildir readers ignore files outside
+/// `new/`, `cur/` and `tmp/`.
+pub const LOCK_FILE: &str = "popstate.lock";
+
+/// How long a login or logout waits for the short `flock` before giving up. popstate holds it
+/// for a few system calls; a program that holds it longer (a popstate before this lock, which
+/// kept the `flock` for a whole session) holds the maildrop.
+const FLOCK_WAIT: Duration = Duration::from_secs(1);
+
+// ANCHOR: held
+/// The lock files this process holds, by device and inode. Process-wide on purpose: the lock
+/// file names a process, not a store, so two stores in one process over the same folders
+/// must see each other's sessions.
+static HELD: Mutex<BTreeSet<(u64, u64)>> = Mutex::new(BTreeSet::new());
+
+/// Numbers this process's sessions, so a logout empties only the line it wrote.
+static SESSIONS: AtomicU64 = AtomicU64::new(1);
+// ANCHOR_END: held
+
+/// A held maildrop lock; dropping it (a panic's unwinding included) releases it.
+pub struct MaildropLock {
+    path: PathBuf,
+    id: (u64, u64),
+    line: String,
+}
+
+/// Who holds a lock: a process in a boot, and the session of it.
+#[derive(Debug, PartialEq, Eq)]
+struct Holder {
+    pid: u32,
+    /// Clock ticks after boot when the process started; 0 when unknown.
+    start: u64,
+    boot: String,
+    session: u64,
+}
+
+impl Holder {
+    fn line(&self) -> String {
+        format!(
+            "{} {} {} {}\n",
+            self.pid, self.start, self.boot, self.session
+        )
+    }
+
+    fn parse(text: &str) -> Option<Holder> {
+        let mut fields = text.split_whitespace();
+        let holder = Holder {
+            pid: fields.next()?.parse().ok()?,
+            start: fields.next()?.parse().ok()?,
+            boot: fields.next()?.to_string(),
+            session: fields.next()?.parse().ok()?,
+        };
+        fields.next().is_none().then_some(holder)
+    }
+}
+
+/// This process: its pid, start time and boot, read once.
+fn this_process() -> &'static (u32, u64, String) {
+    static ME: OnceLock<(u32, u64, String)> = OnceLock::new();
+    ME.get_or_init(|| {
+        let pid = std::process::id();
+        let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|b| b.trim().to_string())
+            .unwrap_or_default();
+        let boot = if boot.is_empty() || boot.contains(char::is_whitespace) {
+            "-".to_string()
+        } else {
+            boot
+        };
+        (pid, start_time(pid).unwrap_or(0), boot)
+    })
+}
+
+/// Field 22 of `/proc/PID/stat`, the process's start in clock ticks after boot. The second
+/// field, the command name, is in parentheses and may hold spaces and parentheses itself, so
+/// the fields are counted after the last `)`.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+// ANCHOR: alive
+/// Whether the process that wrote `holder` may still run. Without `/proc` (start time 0) there
+/// is no telling, and a lock is never taken from a holder that might be alive.
+fn alive(holder: &Holder) -> bool {
+    let (_, my_start, my_boot) = this_process();
+    if *my_start == 0 || holder.start == 0 {
+        return true;
+    }
+    if holder.boot != *my_boot {
+        return false; // the machine restarted since: every process of that boot has ended
+    }
+    start_time(holder.pid) == Some(holder.start)
+}
+// ANCHOR_END: alive
+
+// ANCHOR: acquire
+impl MaildropLock {
+    /// Locks the Maildir `dir` for one session: `InUse` when a session of this or another
+    /// popstate process holds it, `Temporary` when the lock file cannot be made or written.
+    pub fn acquire(dir: &Path) -> Result<MaildropLock, OpenError> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| temporary(&path, "open", e))?;
+        let id = file_id(&file).map_err(|e| temporary(&path, "read", e))?;
+        // First among this process's sessions; the file then decides among processes.
+        if !held().insert(id) {
+            return Err(OpenError::InUse);
+        }
+        let (pid, start, boot) = this_process();
+        let me = Holder {
+            pid: *pid,
+            start: *start,
+            boot: boot.clone(),
+            session: SESSIONS.fetch_add(1, Ordering::Relaxed),
+        };
+        let lock = MaildropLock {
+            path,
+            id,
+            line: me.line(),
+        };
+        // From here on, a failure drops `lock`, which leaves the table and the file as found.
+        flock(&file)?;
+        let mut text = String::new();
+        (&file)
+            .take(256)
+            .read_to_string(&mut text)
+            .map_err(|e| temporary(&lock.path, "read", e))?;
+        match Holder::parse(&text) {
+            // An unreadable line can only be a write cut short by a crash.
+            None => {}
+            // Ours but not in the table: a logout of ours that could not empty the file.
+            Some(old) if (old.pid, old.start, &old.boot) == (me.pid, me.start, &me.boot) => {}
+            Some(old) if alive(&old) => return Err(OpenError::InUse),
+            Some(old) => warn!(
+                "taking over {}: its holder, process {}, has ended",
+                lock.path.display(),
+                old.pid
+            ),
+        }
+        file.set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| file.write_all(lock.line.as_bytes()))
+            .map_err(|e| temporary(&lock.path, "write", e))?;
+        // Closing the file drops the `flock`; the line holds the lock from now on.
+        Ok(lock)
+    }
+}
+// ANCHOR_END: acquire
+
+/// A lock file that cannot be used: the operator's log gets the path, the client the reason.
+fn temporary(path: &Path, what: &str, e: io::Error) -> OpenError {
+    warn!("cannot {what} {}: {e}", path.display());
+    OpenError::Temporary(format!("cannot {what} the maildrop's lock file: {e}"))
+}
+
+// ANCHOR: release
+impl Drop for MaildropLock {
+    /// Empties the lock file if it still holds this session's line. Runs however the session
+    /// ends, a panic included; only a crash of the whole process skips it, and then the line
+    /// names a process that has ended.
+    fn drop(&mut self) {
+        if let Err(why) = self.release() {
+            warn!("cannot release the lock {}: {why}", self.path.display());
+        }
+        // Only after the file: a session of ours that finds the table free finds the file free.
+        held().remove(&self.id);
+    }
+}
+
+impl MaildropLock {
+    /// Empties the lock file if it still holds this session's line.
+    fn release(&self) -> Result<(), String> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| e.to_string())?;
+        if file_id(&file).map_err(|e| e.to_string())? != self.id {
+            return Err("it was replaced by another file".to_string());
+        }
+        flock(&file).map_err(|_| "its flock is held by another program".to_string())?;
+        let mut text = String::new();
+        (&file)
+            .take(256)
+            .read_to_string(&mut text)
+            .map_err(|e| e.to_string())?;
+        if text != self.line {
+            return Err(format!("it names another holder now: {}", text.trim()));
+        }
+        file.set_len(0).map_err(|e| e.to_string())
+    }
+}
+// ANCHOR_END: release
+
+/// The table of held lock files; nothing panics while holding it, so a poisoned one is whole.
+fn held() -> MutexGuard<'static, BTreeSet<(u64, u64)>> {
+    HELD.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Takes the short `flock`, retrying for up to [`FLOCK_WAIT`]: another popstate holds it for
+/// a few system calls only.
+fn flock(file: &File) -> Result<(), OpenError> {
+    let mut waited = Duration::ZERO;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) if waited < FLOCK_WAIT => {
+                thread::sleep(Duration::from_millis(2));
+                waited += Duration::from_millis(2);
+            }
+            Err(TryLockError::WouldBlock) => return Err(OpenError::InUse),
+            Err(TryLockError::Error(e)) => {
+                return Err(OpenError::Temporary(format!(
+                    "cannot lock the maildrop: {e}"
+                )));
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn file_id(file: &File) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata()?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &File) -> io::Result<(u64, u64)> {
+    Ok((0, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_holder_line_reads_back_and_anything_else_is_no_holder() {
+        let me = Holder {
+            pid: 42,
+            start: 7,
+            boot: "b0-ot".to_string(),
+            session: 3,
+        };
+        assert_eq!(me.line(), "42 7 b0-ot 3\n");
+        assert_eq!(Holder::parse(&me.line()), Some(me));
+        for cut in [
+            "",
+            "42",
+            "42 7 b0-ot",
+            "42 7 b0-ot 3 extra",
+            "x 7 b 3",
+            "42 7 b -3",
+        ] {
+            assert_eq!(Holder::parse(cut), None, "{cut:?}");
+        }
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_reused_pid_or_another_boot_is_not() {
+        let (pid, start, boot) = this_process();
+        assert!(*start > 0, "/proc gives the start time");
+        let holder = |start, boot: &str| Holder {
+            pid: *pid,
+            start,
+            boot: boot.to_string(),
+            session: 1,
+        };
+        assert!(alive(&holder(*start, boot)));
+        assert!(!alive(&holder(start + 1, boot)), "same pid, later start");
+        assert!(!alive(&holder(*start, "another-boot")));
+    }
+}
