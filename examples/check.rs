@@ -287,8 +287,8 @@ fn break_byte_stuffing(options: &Options, report: &mut Report) -> Result<(), Str
     } else {
         report.wrong(
             &format!("RETR 2 sent all {listed} octets: byte-stuffing still works"),
-            "disable the `if` in LineState (src/protocol.rs, inside fn write_message) that \
-             writes the extra \".\"",
+            "make fn stuffed in src/protocol.rs answer false: it decides which message lines \
+             get the extra \".\"",
         );
     }
     // The reply to STAT is the next line on the wire, whatever it is.

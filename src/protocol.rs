@@ -338,7 +338,7 @@ fn convert_whole_lines(lines: &[u8], staged: &mut Vec<u8>) -> u64 {
     out.reserve(2 * lines.len() + 1);
     let mut crs_added = 0;
     let mut at = 0;
-    if lines.first() == Some(&b'.') {
+    if lines.first().is_some_and(|&first| stuffed(first)) {
         out.push(b'.');
     }
     while at < lines.len() {
@@ -374,7 +374,7 @@ fn convert_whole_lines(lines: &[u8], staged: &mut Vec<u8>) -> u64 {
         }
         out.push(b'\n');
         at += 1;
-        if lines.get(at) == Some(&b'.') {
+        if lines.get(at).is_some_and(|&first| stuffed(first)) {
             out.push(b'.');
         }
     }
@@ -382,6 +382,15 @@ fn convert_whole_lines(lines: &[u8], staged: &mut Vec<u8>) -> u64 {
     lines.len() as u64 + crs_added
 }
 // ANCHOR_END: convert_whole_lines
+
+// ANCHOR: stuffed
+/// Byte-stuffing (RFC 1939 §3): a message line that starts with this octet gets one more `.` in
+/// front, so that no line of the message can be the lone `.` that ends the reply. Both paths of
+/// [`write_message`] ask here.
+fn stuffed(first_octet: u8) -> bool {
+    first_octet == b'.'
+}
+// ANCHOR_END: stuffed
 
 /// The first and the last eight of sixteen octets.
 fn first8(sixteen: &[u8; 16]) -> &[u8; 8] {
@@ -487,7 +496,7 @@ impl LineState {
         let Some(&first) = bytes.first() else {
             return;
         };
-        if self.len == 0 && first == b'.' {
+        if self.len == 0 && stuffed(first) {
             out.push(b'.');
         }
         out.extend_from_slice(bytes);
