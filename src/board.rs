@@ -420,6 +420,26 @@ fn clock_time() -> String {
     )
 }
 
+/// The board's last line (`Board::new`'s `note`): where a classroom's passwords are, since the board draws over the
+/// start banner that listed them.
+pub fn note(demo_root: Option<&std::path::Path>, students: usize) -> String {
+    match demo_root {
+        Some(root) if students > 0 => format!(
+            "passwords: {}   stop: Ctrl-C",
+            root.join("accounts.txt").display()
+        ),
+        _ => "stop: Ctrl-C".to_string(),
+    }
+}
+
+/// What students type to connect, for the board's header.
+pub fn connect_line(hosts: &[std::net::IpAddr], port: u16) -> String {
+    match hosts.first() {
+        Some(host) => format!("telnet {host} {port}"),
+        None => format!("telnet ADDRESS {port} (see ip addr)"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,6 +117,55 @@ pub fn hash(password: &str) -> Result<String, String> {
 }
 // ANCHOR_END: hash_password
 
+/// `--hash-password NAME`: the line to paste into the users file.
+pub fn print_users_line(name: &str) -> Result<(), String> {
+    crate::users::check_name(name).map_err(|e| format!("--hash-password {name}: {e}"))?;
+    let password = read_password()?;
+    println!("{name}:{}", hash(&password)?);
+    Ok(())
+}
+
+/// The password from a terminal, typed twice and not shown (`stty -echo`: no crate needed), or
+/// one line from a pipe (`echo "$PASSWORD" | popstate --hash-password alice`).
+fn read_password() -> Result<String, String> {
+    use std::io::IsTerminal;
+    let read_line = || -> Result<String, String> {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password: {e}"))?;
+        let line = line.strip_suffix('\n').unwrap_or(&line);
+        Ok(line.strip_suffix('\r').unwrap_or(line).to_string())
+    };
+    let password = if std::io::stdin().is_terminal() {
+        let stty = |setting: &str| {
+            std::process::Command::new("stty")
+                .arg(setting)
+                .stdin(std::process::Stdio::inherit())
+                .status()
+                .map_err(|e| format!("cannot run stty {setting} to hide the password: {e}"))
+        };
+        stty("-echo")?;
+        eprint!("Password: ");
+        let first = read_line();
+        eprint!("\nThe same again: ");
+        let second = read_line();
+        eprintln!();
+        stty("echo")?;
+        let (first, second) = (first?, second?);
+        if first != second {
+            return Err("the two passwords differ; nothing printed".into());
+        }
+        first
+    } else {
+        read_line()?
+    };
+    if password.is_empty() {
+        return Err("the password is empty; nothing printed".into());
+    }
+    Ok(password)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

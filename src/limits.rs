@@ -36,3 +36,45 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Each session thread's stack. Sessions recurse nowhere and keep big buffers on the heap; the
 /// stack is reserved address space, and only the pages a thread touches cost memory.
 pub const SESSION_STACK: usize = 256 * 1024;
+
+/// The session limit that the open-file limit can carry. A logged-in session holds its socket,
+/// and with mbox also the mbox it keeps open under `flock` (a Maildir's lock holds no file; see
+/// `src/maildir/lock.rs`); a few more are needed for a moment while it lists or sends a message.
+/// A limit the operator asked for that cannot be met is an error; the default is lowered with
+/// a warning, so that clients over the limit get a clean `-ERR [SYS/TEMP]` instead of hanging
+/// in the accept queue.
+pub fn session_limit(asked: Option<usize>, mbox: bool) -> Result<usize, String> {
+    let per_session: u64 = if mbox { 2 } else { 1 };
+    const RESERVE: u64 = 64;
+    let wanted = asked.unwrap_or(MAX_SESSIONS);
+    let Some(files) = open_file_limit() else {
+        return Ok(wanted);
+    };
+    let fits = usize::try_from(files.saturating_sub(RESERVE) / per_session).unwrap_or(usize::MAX);
+    if wanted <= fits {
+        return Ok(wanted);
+    }
+    let needed = (wanted as u64)
+        .saturating_mul(per_session)
+        .saturating_add(RESERVE);
+    let advice = format!("raise the open-file limit (ulimit -n {needed}) or lower --max-sessions");
+    if asked.is_some() {
+        return Err(format!(
+            "--max-sessions {wanted} needs about {needed} open files, but the limit is {files}: {advice}"
+        ));
+    }
+    if fits == 0 {
+        return Err(format!(
+            "the open-file limit ({files}) is too low to serve anyone: {advice}"
+        ));
+    }
+    log::warn!("the open-file limit ({files}) allows {fits} sessions, not {wanted}: {advice}");
+    Ok(fits)
+}
+
+/// The soft limit on open files, from /proc (Linux); `None` where that cannot be read.
+pub fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}

@@ -181,63 +181,7 @@ fn run(args: Args) -> Result<(), String> {
     if let Some(name) = &args.hash_password {
         return print_users_line(name);
     }
-    if args.idle_timeout == 0 {
-        return Err("--idle-timeout must be at least 1 second".into());
-    }
-    if args.idle_timeout > MAX_TIMEOUT_SECS || args.write_timeout > MAX_TIMEOUT_SECS {
-        return Err(format!(
-            "--idle-timeout and --write-timeout may be at most {MAX_TIMEOUT_SECS} seconds (a day)"
-        ));
-    }
-    if args.idle_timeout < limits::IDLE_TIMEOUT.as_secs() {
-        warn!(
-            "--idle-timeout {} is below RFC 1939's 10-minute minimum",
-            args.idle_timeout
-        );
-    }
-    for (flag, value) in [
-        ("--write-timeout", args.write_timeout),
-        ("--max-sessions", args.max_sessions.map_or(1, |n| n as u64)),
-        ("--max-sessions-per-ip", args.max_sessions_per_ip as u64),
-        ("--max-auth-failures", u64::from(args.max_auth_failures)),
-    ] {
-        if value == 0 {
-            return Err(format!("{flag} must be at least 1"));
-        }
-    }
-    let students = match args.classroom {
-        None => 0,
-        Some(n) if (1..=demo::MAX_STUDENTS).contains(&n) => n,
-        Some(n) => {
-            return Err(format!(
-                "--classroom {n}: give a number of students from 1 to {}",
-                demo::MAX_STUDENTS
-            ));
-        }
-    };
-    if args.board && args.trace {
-        return Err("--board and --trace would both write every session to the terminal: use --board with --trace-user NAME to follow one student".into());
-    }
-    if students > 0
-        && (args.maildir_root.is_some() || args.mbox_dir.is_some() || args.users.is_some())
-    {
-        return Err("--classroom makes demo accounts: it cannot be used with --maildir-root, --mbox-dir or --users (add students to your users file instead)".into());
-    }
-    storage_flags(&args)?;
-    if args.inetd {
-        inetd_flags(&args)?;
-    }
-    let login_delay = match args.login_delay {
-        Some(0) => {
-            return Err("--login-delay must be at least 1 second (leave it out for none)".into());
-        }
-        Some(secs) if secs > MAX_TIMEOUT_SECS => {
-            return Err(format!(
-                "--login-delay may be at most {MAX_TIMEOUT_SECS} seconds (a day)"
-            ));
-        }
-        secs => secs.map(Duration::from_secs),
-    };
+    let (students, login_delay) = check_flags(&args)?;
     // Certificate files are checked before anything binds; tls.rs says what is wrong with them.
     #[cfg(feature = "tls")]
     let certificate = tls_flags::certificate(&args)?;
@@ -288,7 +232,7 @@ fn run(args: Args) -> Result<(), String> {
     };
     let text = std::fs::read_to_string(&users_file)
         .map_err(|e| format!("cannot read users file {}: {e}", users_file.display()))?;
-    warn_if_readable_by_others(&users_file);
+    popstate::users::warn_if_readable_by_others(&users_file);
     let users =
         Users::parse(&text).map_err(|e| format!("users file {}: {e}", users_file.display()))?;
 
@@ -299,7 +243,7 @@ fn run(args: Args) -> Result<(), String> {
         max_sessions: if args.inetd {
             1
         } else {
-            session_limit(args.max_sessions, args.mbox_dir.is_some())?
+            limits::session_limit(args.max_sessions, args.mbox_dir.is_some())?
         },
         max_sessions_per_ip: args.max_sessions_per_ip,
         login: LoginPolicy {
@@ -316,8 +260,8 @@ fn run(args: Args) -> Result<(), String> {
         },
         board: args.board.then(|| {
             Board::new(
-                connect_line(&hosts, port),
-                board_note(demo_root.as_deref(), students),
+                popstate::board::connect_line(&hosts, port),
+                popstate::board::note(demo_root.as_deref(), students),
             )
         }),
         #[cfg(feature = "tls")]
@@ -355,9 +299,85 @@ fn run(args: Args) -> Result<(), String> {
         .any(|(a, s)| *s == Security::Plain && !a.ip().is_loopback())
         && !config.login.require_tls;
     let server = Server::with_listeners(listeners, users, store, config);
+    print_start(&addresses, clear_text_reachable, &banner);
+    if let Some(board) = &server_board {
+        board
+            .start()
+            .map_err(|e| format!("cannot start the board: {e}"))?;
+    }
+    server.serve();
+    Ok(())
+}
+
+/// Every flag that is wrong on its own or with another, found before anything binds or is
+/// created. Returns the number of classroom accounts and the login delay.
+fn check_flags(args: &Args) -> Result<(usize, Option<Duration>), String> {
+    if args.idle_timeout == 0 {
+        return Err("--idle-timeout must be at least 1 second".into());
+    }
+    if args.idle_timeout > MAX_TIMEOUT_SECS || args.write_timeout > MAX_TIMEOUT_SECS {
+        return Err(format!(
+            "--idle-timeout and --write-timeout may be at most {MAX_TIMEOUT_SECS} seconds (a day)"
+        ));
+    }
+    if args.idle_timeout < limits::IDLE_TIMEOUT.as_secs() {
+        warn!(
+            "--idle-timeout {} is below RFC 1939's 10-minute minimum",
+            args.idle_timeout
+        );
+    }
+    for (flag, value) in [
+        ("--write-timeout", args.write_timeout),
+        ("--max-sessions", args.max_sessions.map_or(1, |n| n as u64)),
+        ("--max-sessions-per-ip", args.max_sessions_per_ip as u64),
+        ("--max-auth-failures", u64::from(args.max_auth_failures)),
+    ] {
+        if value == 0 {
+            return Err(format!("{flag} must be at least 1"));
+        }
+    }
+    let students = match args.classroom {
+        None => 0,
+        Some(n) if (1..=demo::MAX_STUDENTS).contains(&n) => n,
+        Some(n) => {
+            return Err(format!(
+                "--classroom {n}: give a number of students from 1 to {}",
+                demo::MAX_STUDENTS
+            ));
+        }
+    };
+    if args.board && args.trace {
+        return Err("--board and --trace would both write every session to the terminal: use --board with --trace-user NAME to follow one student".into());
+    }
+    if students > 0
+        && (args.maildir_root.is_some() || args.mbox_dir.is_some() || args.users.is_some())
+    {
+        return Err("--classroom makes demo accounts: it cannot be used with --maildir-root, --mbox-dir or --users (add students to your users file instead)".into());
+    }
+    storage_flags(args)?;
+    if args.inetd {
+        inetd_flags(args)?;
+    }
+    let login_delay = match args.login_delay {
+        Some(0) => {
+            return Err("--login-delay must be at least 1 second (leave it out for none)".into());
+        }
+        Some(secs) if secs > MAX_TIMEOUT_SECS => {
+            return Err(format!(
+                "--login-delay may be at most {MAX_TIMEOUT_SECS} seconds (a day)"
+            ));
+        }
+        secs => secs.map(Duration::from_secs),
+    };
+    Ok((students, login_delay))
+}
+
+/// The start banner on standard output: where it listens, the clear-text warning, and the demo's
+/// lines to try.
+fn print_start(addresses: &[(SocketAddr, Security)], clear_text_reachable: bool, banner: &str) {
     // A closed standard output (say, `popstate | head -1`) must not stop the server.
     let mut out = std::io::stdout().lock();
-    for (address, security) in &addresses {
+    for (address, security) in addresses {
         let how = match security {
             Security::Plain => "listening on",
             #[cfg(feature = "tls")]
@@ -385,13 +405,6 @@ fn run(args: Args) -> Result<(), String> {
     }
     let _ = out.flush();
     drop(out);
-    if let Some(board) = &server_board {
-        board
-            .start()
-            .map_err(|e| format!("cannot start the board: {e}"))?;
-    }
-    server.serve();
-    Ok(())
 }
 
 // ANCHOR: listen
@@ -516,86 +529,6 @@ fn folder(flag: &str, path: &std::path::Path) -> Result<(), String> {
     }
 }
 
-/// The session limit that the open-file limit can carry. A logged-in session holds its socket,
-/// and with mbox also the mbox it keeps open under `flock` (a Maildir's lock holds no file; see
-/// `src/maildir/lock.rs`); a few more are needed for a moment while it lists or sends a message.
-/// A limit the operator asked for that cannot be met is an error; the default is lowered with
-/// a warning, so that clients over the limit get a clean `-ERR [SYS/TEMP]` instead of hanging
-/// in the accept queue.
-fn session_limit(asked: Option<usize>, mbox: bool) -> Result<usize, String> {
-    let per_session: u64 = if mbox { 2 } else { 1 };
-    const RESERVE: u64 = 64;
-    let wanted = asked.unwrap_or(limits::MAX_SESSIONS);
-    let Some(files) = open_file_limit() else {
-        return Ok(wanted);
-    };
-    let fits = usize::try_from(files.saturating_sub(RESERVE) / per_session).unwrap_or(usize::MAX);
-    if wanted <= fits {
-        return Ok(wanted);
-    }
-    let needed = (wanted as u64)
-        .saturating_mul(per_session)
-        .saturating_add(RESERVE);
-    let advice = format!("raise the open-file limit (ulimit -n {needed}) or lower --max-sessions");
-    if asked.is_some() {
-        return Err(format!(
-            "--max-sessions {wanted} needs about {needed} open files, but the limit is {files}: {advice}"
-        ));
-    }
-    if fits == 0 {
-        return Err(format!(
-            "the open-file limit ({files}) is too low to serve anyone: {advice}"
-        ));
-    }
-    warn!("the open-file limit ({files}) allows {fits} sessions, not {wanted}: {advice}");
-    Ok(fits)
-}
-
-/// The soft limit on open files, from /proc (Linux); `None` where that cannot be read.
-fn open_file_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
-}
-
-/// The users file holds passwords in clear: say so when others may read it.
-fn warn_if_readable_by_others(path: &std::path::Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            let mode = meta.permissions().mode();
-            if mode & 0o077 != 0 {
-                warn!(
-                    "users file {} can be read by others (mode {:o}); chmod 600 it",
-                    path.display(),
-                    mode & 0o777
-                );
-            }
-        }
-    }
-}
-
-/// The board's last line: where a classroom's passwords are, since the board draws over the
-/// start banner that listed them.
-fn board_note(demo_root: Option<&std::path::Path>, students: usize) -> String {
-    match demo_root {
-        Some(root) if students > 0 => format!(
-            "passwords: {}   stop: Ctrl-C",
-            root.join("accounts.txt").display()
-        ),
-        _ => "stop: Ctrl-C".to_string(),
-    }
-}
-
-/// What students type to connect, for the board's header.
-fn connect_line(hosts: &[std::net::IpAddr], port: u16) -> String {
-    match hosts.first() {
-        Some(host) => format!("telnet {host} {port}"),
-        None => format!("telnet ADDRESS {port} (see ip addr)"),
-    }
-}
-
 /// The TLS flags (cargo feature `tls`): `--tls-cert`, `--tls-key`, `--listen-tls`,
 /// `--require-tls`, and the demo's throwaway certificate.
 #[cfg(feature = "tls")]
@@ -714,58 +647,13 @@ mod tls_flags {
     }
 }
 
-/// `--hash-password NAME`: the line to paste into the users file.
+/// `--hash-password NAME` (hashed.rs).
 #[cfg(feature = "hashed-passwords")]
 fn print_users_line(name: &str) -> Result<(), String> {
-    popstate::users::check_name(name).map_err(|e| format!("--hash-password {name}: {e}"))?;
-    let password = read_password()?;
-    println!("{name}:{}", popstate::hashed::hash(&password)?);
-    Ok(())
+    popstate::hashed::print_users_line(name)
 }
 
 #[cfg(not(feature = "hashed-passwords"))]
 fn print_users_line(_name: &str) -> Result<(), String> {
     Err("--hash-password needs popstate built with --features hashed-passwords".into())
-}
-
-/// The password from a terminal, typed twice and not shown (`stty -echo`: no crate needed), or
-/// one line from a pipe (`echo "$PASSWORD" | popstate --hash-password alice`).
-#[cfg(feature = "hashed-passwords")]
-fn read_password() -> Result<String, String> {
-    use std::io::IsTerminal;
-    let read_line = || -> Result<String, String> {
-        let mut line = String::new();
-        std::io::stdin()
-            .read_line(&mut line)
-            .map_err(|e| format!("cannot read the password: {e}"))?;
-        let line = line.strip_suffix('\n').unwrap_or(&line);
-        Ok(line.strip_suffix('\r').unwrap_or(line).to_string())
-    };
-    let password = if std::io::stdin().is_terminal() {
-        let stty = |setting: &str| {
-            std::process::Command::new("stty")
-                .arg(setting)
-                .stdin(std::process::Stdio::inherit())
-                .status()
-                .map_err(|e| format!("cannot run stty {setting} to hide the password: {e}"))
-        };
-        stty("-echo")?;
-        eprint!("Password: ");
-        let first = read_line();
-        eprint!("\nThe same again: ");
-        let second = read_line();
-        eprintln!();
-        stty("echo")?;
-        let (first, second) = (first?, second?);
-        if first != second {
-            return Err("the two passwords differ; nothing printed".into());
-        }
-        first
-    } else {
-        read_line()?
-    };
-    if password.is_empty() {
-        return Err("the password is empty; nothing printed".into());
-    }
-    Ok(password)
 }

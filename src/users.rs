@@ -202,6 +202,24 @@ pub fn check_name(name: &str) -> Result<(), String> {
 }
 // ANCHOR_END: check_name
 
+/// The users file holds passwords in clear: say so when others may read it.
+pub fn warn_if_readable_by_others(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                log::warn!(
+                    "users file {} can be read by others (mode {:o}); chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
