@@ -339,6 +339,8 @@ struct IdleTimer<'a, S> {
     stream: &'a S,
     idle: Duration,
     deadline: Instant,
+    /// A new wait was asked for: the next read starts it.
+    fresh: bool,
     /// The read timeout set on the socket now, if any.
     timeout: Option<Duration>,
 }
@@ -349,6 +351,7 @@ impl<'a, S> IdleTimer<'a, S> {
             stream,
             idle,
             deadline: Instant::now() + idle,
+            fresh: true,
             timeout: None,
         }
     }
@@ -359,7 +362,7 @@ where
     for<'s> &'s S: Read + Write,
 {
     fn new_wait(&mut self) {
-        self.deadline = Instant::now() + self.idle;
+        self.fresh = true;
     }
 }
 
@@ -368,7 +371,12 @@ where
     for<'s> &'s S: Read,
 {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        if self.fresh {
+            self.deadline = now + self.idle;
+            self.fresh = false;
+        }
+        let left = self.deadline.saturating_duration_since(now);
         if left.is_zero() {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -376,7 +384,8 @@ where
             ));
         }
         // Setting the socket timeout is a system call: skip it when it is already right, which
-        // it is for every read that starts a new wait.
+        // it is for every read that starts a new wait (the whole idle time is left then, to the
+        // nanosecond: the deadline was set from the same `now`).
         if self.timeout != Some(left) {
             self.stream.set_read_timeout(Some(left))?;
             self.timeout = Some(left);
