@@ -368,6 +368,34 @@ fn t04_t05_require_tls_refuses_user_and_pass_before_stls_and_capa_omits_user() {
     assert!(c.cmd("QUIT").starts_with("+OK"));
 }
 
+/// A09 with T04: AUTH PLAIN sends the password (in base64), so `--require-tls` refuses it before
+/// STLS and leaves `SASL PLAIN` out of CAPA; inside TLS both come back and the login works.
+#[test]
+#[cfg(feature = "sasl")]
+fn a09_t04_require_tls_refuses_auth_plain_before_stls_and_accepts_it_after() {
+    let server = tls_server(|config| config.login.require_tls = true);
+    // "\0alice\0wonderland" in base64 (RFC 4616).
+    const ALICE: &str = "AGFsaWNlAHdvbmRlcmxhbmQ=";
+    let mut c = Client::connect(server.plain);
+    let capa = plain_capa(&mut c);
+    assert!(!capa.iter().any(|l| l.starts_with("SASL")), "{capa:?}");
+    let reply = c.cmd(&format!("AUTH PLAIN {ALICE}"));
+    assert_err(&reply, "use STLS first");
+    assert!(
+        !reply.contains("[AUTH]"),
+        "the credentials were not looked at: {reply}"
+    );
+    assert!(c.cmd("NOOP").starts_with("-ERR"), "still in AUTHORIZATION");
+
+    let mut c = server.connect_stls();
+    let capa = c.capa();
+    assert!(capa.contains(&"SASL PLAIN".to_string()), "{capa:?}");
+    let reply = c.cmd(&format!("AUTH PLAIN {ALICE}"));
+    assert!(reply.starts_with("+OK"), "{reply}");
+    assert!(c.cmd("STAT").starts_with("+OK 6 "), "in TRANSACTION");
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Handshakes that go wrong end that session only (note 22)
 // ---------------------------------------------------------------------------------------------
