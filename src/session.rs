@@ -56,6 +56,20 @@ pub struct Context<'a> {
     pub stls: Option<&'a crate::tls::Certificate>,
 }
 
+impl Context<'_> {
+    /// The server has a certificate, so STLS can be offered (RFC 2595 §4).
+    #[cfg(feature = "tls")]
+    fn has_certificate(&self) -> bool {
+        self.stls.is_some()
+    }
+
+    /// Built without TLS there is no certificate.
+    #[cfg(not(feature = "tls"))]
+    fn has_certificate(&self) -> bool {
+        false
+    }
+}
+
 // ANCHOR: transport
 /// What the session needs from its connection: octets in, octets out, and the autologout timer
 /// (RFC 1939 §3). server.rs gives it the TCP socket; tls.rs wraps that in TLS.
@@ -162,8 +176,7 @@ fn states(conn: &mut Connection, ctx: &Context, summary: &mut Summary) -> io::Re
     if conn.is_tls() {
         authorization.tls_started();
     }
-    #[cfg(feature = "tls")]
-    if ctx.stls.is_some() {
+    if ctx.has_certificate() {
         authorization.offer_stls();
     }
     conn.send(Reply::Ok(authorization.greeting()))?;
@@ -173,8 +186,8 @@ fn states(conn: &mut Connection, ctx: &Context, summary: &mut Summary) -> io::Re
         let Some(line) = conn.next_command()? else {
             return Ok(End::Closed);
         };
+        // AUTH may go on with challenges before it has an outcome (sasl.rs, RFC 5034 §4).
         let outcome = authorization.handle(&line);
-        #[cfg(feature = "sasl")]
         let Some(outcome) = sasl_exchange(conn, &mut authorization, outcome)? else {
             return Ok(End::Closed);
         };
@@ -267,6 +280,16 @@ fn sasl_exchange(
     Ok(Some(outcome))
 }
 // ANCHOR_END: sasl_exchange
+
+/// Without the `sasl` feature no command answers with a challenge: the outcome is final.
+#[cfg(not(feature = "sasl"))]
+fn sasl_exchange(
+    _conn: &mut Connection,
+    _authorization: &mut Authorization,
+    outcome: authorization::Outcome,
+) -> io::Result<Option<authorization::Outcome>> {
+    Ok(Some(outcome))
+}
 
 /// The connection: the transport with its input buffer, the replies waiting to go out, and the
 /// wire log.
