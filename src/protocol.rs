@@ -277,16 +277,12 @@ fn convert<R: BufRead, W: Write>(
     loop {
         let buf = input.fill_buf()?;
         if buf.is_empty() {
-            // A CR left pending at the very end was the start of a line end; a partial last line
-            // still gets its CRLF.
-            if line.len > 0 || line.cr_pending {
-                line.end(staged);
-            }
+            line.finish(staged);
             break;
         }
         let mut start = 0;
         // A line begun in the previous buffer is finished the careful way (LineState).
-        if line.len > 0 || line.cr_pending {
+        if line.in_line() {
             match LineEnds::new(buf).next() {
                 Some(lf) => {
                     line.put(staged, &buf[..lf], true);
@@ -311,12 +307,18 @@ fn convert<R: BufRead, W: Write>(
         }
         let used = buf.len();
         input.consume(used);
-        if staged.len() >= STAGE {
-            out.write_all(staged)?;
-            staged.clear();
-        }
+        send_when_full(out, staged)?;
     }
     Ok(line.octets)
+}
+
+/// Sends the staged octets once there are [`STAGE`] of them: large writes, few system calls.
+fn send_when_full<W: Write>(out: &mut W, staged: &mut Vec<u8>) -> io::Result<()> {
+    if staged.len() >= STAGE {
+        out.write_all(staged)?;
+        staged.clear();
+    }
+    Ok(())
 }
 
 // ANCHOR: convert_whole_lines
@@ -414,11 +416,7 @@ fn convert_counting_lines<R: BufRead, W: Write>(
     loop {
         let buf = input.fill_buf()?;
         if buf.is_empty() {
-            // A CR left pending at the very end was the start of a line end; a partial last line
-            // still gets its CRLF.
-            if line.len > 0 || line.cr_pending {
-                line.end(staged);
-            }
+            line.finish(staged);
             break;
         }
         // Every whole line in this buffer, then the start of the next one if it is cut off.
@@ -446,10 +444,7 @@ fn convert_counting_lines<R: BufRead, W: Write>(
         }
         let used = start;
         input.consume(used);
-        if staged.len() >= STAGE {
-            out.write_all(staged)?;
-            staged.clear();
-        }
+        send_when_full(out, staged)?;
         if done {
             break;
         }
@@ -502,6 +497,19 @@ impl LineState {
         out.extend_from_slice(bytes);
         self.len += bytes.len() as u64;
         self.octets += bytes.len() as u64;
+    }
+
+    /// Inside a line: some of it is written, or a CR that may start its line end is pending.
+    fn in_line(&self) -> bool {
+        self.len > 0 || self.cr_pending
+    }
+
+    /// The input has ended. A partial last line still gets its CRLF (RFC 1939 §3: the
+    /// terminator must start a line); a CR left pending was the start of that line end.
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.in_line() {
+            self.end(out);
+        }
     }
 
     #[inline]
