@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Client, demo_server, demo_server_with, test_config};
@@ -184,21 +183,6 @@ fn b30_a_user_with_a_hashed_password_cannot_use_apop() {
 // Real clients, each bounded by its own timeout.
 // ---------------------------------------------------------------------------------------------
 
-fn run(program: &str, args: &[&str]) -> std::process::Output {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program} (CI installs it): {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 const POPLIB_APOP: &str = r#"
 import poplib, sys
 p = poplib.POP3("127.0.0.1", int(sys.argv[1]), timeout=20)
@@ -215,7 +199,7 @@ p.quit()
 fn b30_poplib_apop_logs_in() {
     let server = demo_server();
     let port = server.addr.port().to_string();
-    let out = run("python3", &["-I", "-c", POPLIB_APOP, &port]);
+    let out = common::run_tool("python3", &["-I", "-c", POPLIB_APOP, &port]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         text.lines().collect::<Vec<_>>(),
@@ -230,25 +214,7 @@ fn b30_poplib_apop_logs_in() {
 #[test]
 fn b30_curl_lists_with_apop() {
     let server = demo_server();
-    let url = format!("pop3://127.0.0.1:{}/", server.addr.port());
-    let out = run(
-        "curl",
-        &[
-            "-q",
-            "--silent",
-            "--show-error",
-            "--max-time",
-            "20",
-            "--noproxy",
-            "*",
-            "--user",
-            "alice:wonderland",
-            "--login-options",
-            "AUTH=+APOP",
-            "--verbose",
-            &url,
-        ],
-    );
+    let out = common::curl_list_as_alice(server.addr, "AUTH=+APOP");
     let listing = String::from_utf8_lossy(&out.stdout);
     assert_eq!(listing.lines().count(), 6, "{listing}");
     let verbose = String::from_utf8_lossy(&out.stderr);

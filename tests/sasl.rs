@@ -9,7 +9,6 @@ mod transcript;
 
 use std::io::Read;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -254,21 +253,6 @@ fn a01_the_book_transcript_replays() {
 // Real clients. Each is bounded by its own timeout (poplib's socket timeout, curl --max-time).
 // ---------------------------------------------------------------------------------------------
 
-fn run(program: &str, args: &[&str]) -> std::process::Output {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program} (CI installs it): {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// Python's poplib has no AUTH method, so the script sends AUTH through `_shortcmd`, both with
 /// an initial response and with the `+ ` continuation, as a SASL-minded client would.
 const POPLIB_AUTH: &str = r#"
@@ -294,7 +278,7 @@ p.quit()
 fn a09_poplib_logs_in_with_auth_plain_both_ways() {
     let server = demo_server();
     let port = server.addr.port().to_string();
-    let out = run("python3", &["-I", "-c", POPLIB_AUTH, &port]);
+    let out = common::run_tool("python3", &["-I", "-c", POPLIB_AUTH, &port]);
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
@@ -313,25 +297,7 @@ fn a09_poplib_logs_in_with_auth_plain_both_ways() {
 #[test]
 fn a09_curl_lists_with_auth_plain() {
     let server = demo_server();
-    let url = format!("pop3://127.0.0.1:{}/", server.addr.port());
-    let out = run(
-        "curl",
-        &[
-            "-q",
-            "--silent",
-            "--show-error",
-            "--max-time",
-            "20",
-            "--noproxy",
-            "*",
-            "--user",
-            "alice:wonderland",
-            "--login-options",
-            "AUTH=PLAIN",
-            "--verbose",
-            &url,
-        ],
-    );
+    let out = common::curl_list_as_alice(server.addr, "AUTH=PLAIN");
     let listing = String::from_utf8_lossy(&out.stdout);
     assert_eq!(listing.lines().count(), 6, "{listing}");
     assert!(listing.starts_with("1 "), "{listing}");

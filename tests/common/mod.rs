@@ -421,3 +421,44 @@ pub fn listening_address(stdout: &std::sync::mpsc::Receiver<String>) -> SocketAd
         .parse()
         .expect("socket address")
 }
+
+/// Runs a tool to completion and insists that it succeeded, printing what it said if not. The
+/// tools (curl, python3, ...) are installed by `.ci/run`: a missing one fails the test.
+pub fn run_tool(program: &str, args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} (CI installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `curl pop3://127.0.0.1:PORT/` as alice, logging in the way `login_options` asks (curl's
+/// `--login-options`, e.g. `AUTH=PLAIN` or `AUTH=+APOP`), with the dialogue on standard error.
+pub fn curl_list_as_alice(addr: SocketAddr, login_options: &str) -> std::process::Output {
+    let url = format!("pop3://127.0.0.1:{}/", addr.port());
+    run_tool(
+        "curl",
+        &[
+            "-q",
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "20",
+            "--noproxy",
+            "*",
+            "--user",
+            "alice:wonderland",
+            "--login-options",
+            login_options,
+            "--verbose",
+            &url,
+        ],
+    )
+}
