@@ -55,6 +55,9 @@ impl Rng {
 /// A stored message: mostly short, sometimes up to 4 KB, made mostly of the octets that make
 /// line ends and stuffing interesting.
 fn random_message(rng: &mut Rng) -> Vec<u8> {
+    if rng.below(4) == 0 {
+        return random_mail_lines(rng);
+    }
     let len = match rng.below(16) {
         0 => rng.size(4096),
         1..=3 => rng.size(256),
@@ -70,6 +73,38 @@ fn random_message(rng: &mut Rng) -> Vec<u8> {
             _ => rng.byte(),
         })
         .collect()
+}
+
+/// Lines as mail has them, 0 to 200 octets (the fast conversion copies 64 at a time, so lines
+/// shorter, as long as and longer than 64 and 128 matter), ending in LF or CRLF, some starting
+/// with a dot, some holding a lone CR; the last one may have no line end.
+fn random_mail_lines(rng: &mut Rng) -> Vec<u8> {
+    let mut message = Vec::new();
+    for _ in 0..rng.size(60) {
+        let len = match rng.below(4) {
+            0 => rng.size(8),
+            1 => 60 + rng.size(8),
+            2 => 120 + rng.size(80),
+            _ => rng.size(100),
+        };
+        for i in 0..len {
+            message.push(match rng.below(40) {
+                0 => b'.',
+                1 => b'\r',
+                _ if i == 0 && rng.below(3) == 0 => b'.',
+                _ => b'a' + rng.below(26) as u8,
+            });
+        }
+        match rng.below(4) {
+            0 => message.extend_from_slice(b"\r\n"),
+            _ => message.push(b'\n'),
+        }
+    }
+    if rng.below(3) == 0 {
+        let cut = rng.size(message.len());
+        message.truncate(cut);
+    }
+    message
 }
 
 /// What a client may type: pieces of commands, numbers, spaces, line ends, NUL, non-ASCII
@@ -375,7 +410,13 @@ fn b06_b07_b19_b25_plain_and_fast_agree() {
             0 => None,
             _ => Some(rng.below(6)),
         };
-        let capacity = 1 + rng.size(40);
+        // Small buffers cut lines and CRLFs everywhere; large ones take the fast path through
+        // many whole lines, up to the whole message at once.
+        let capacity = match rng.below(3) {
+            0 => 1 + rng.size(40),
+            1 => 41 + rng.size(400),
+            _ => message.len().max(1),
+        };
         let mut plain = Vec::new();
         let plain_octets = protocol::write_message_plain(
             &mut BufReader::with_capacity(capacity, message),
