@@ -327,7 +327,7 @@ fn send_when_full<W: Write>(out: &mut W, staged: &mut Vec<u8>) -> io::Result<()>
 /// LF, and all of it goes to `staged` converted. Returns the octets sent, stuffing not counted.
 ///
 /// It does what [`write_message_plain`] does, line by line, but finds the lines a different
-/// way: [`lf_map`] looks at 64 octets at once and returns where the LFs among them are, one bit
+/// way: [`octet_map`] looks at 64 octets at once and returns where the LFs among them are, one bit
 /// each, and `trailing_zeros` then walks from one LF to the next without looking at the octets
 /// in between. Each line is copied in one piece (a fixed-size piece for lines of usual length),
 /// and the staging buffer is made large enough for the worst case first, so that no copy has to
@@ -348,17 +348,10 @@ fn convert_whole_lines(lines: &[u8], staged: &mut Vec<u8>) -> u64 {
         stuffing += 1;
     }
     let mut line_start = 0;
-    for (block, sixty_four) in lines.chunks(64).enumerate() {
-        let mut lfs = match sixty_four.first_chunk::<64>() {
-            Some(whole) => lf_map(whole),
-            None => {
-                let mut padded = [0; 64];
-                padded[..sixty_four.len()].copy_from_slice(sixty_four);
-                lf_map(&padded)
-            }
-        };
+    for block in (0..lines.len()).step_by(64) {
+        let mut lfs = octet_map(&block_at(lines, block), b'\n');
         while lfs != 0 {
-            let lf = 64 * block + lfs.trailing_zeros() as usize;
+            let lf = block + lfs.trailing_zeros() as usize;
             lfs &= lfs - 1;
             let line = &lines[line_start..lf];
             let content = line.strip_suffix(b"\r").unwrap_or(line);
@@ -389,22 +382,22 @@ fn convert_whole_lines(lines: &[u8], staged: &mut Vec<u8>) -> u64 {
 const WINDOW: usize = 128;
 // ANCHOR_END: convert_whole_lines
 
-// ANCHOR: lf_map
-/// The LFs among 64 octets, as a map: bit `i` is set when `block[i]` is an LF.
+// ANCHOR: octet_map
+/// Where `byte` is among 64 octets, as a map: bit `i` is set when `block[i] == byte`.
 ///
-/// Every x86-64 processor has SSE2, whose instructions compare sixteen octets with sixteen LFs
-/// at once (`_mm_cmpeq_epi8`) and gather the sixteen results into sixteen bits
+/// Every x86-64 processor has SSE2, whose instructions compare sixteen octets with sixteen
+/// copies of `byte` at once (`_mm_cmpeq_epi8`) and gather the sixteen results into sixteen bits
 /// (`_mm_movemask_epi8`): four of each make the map. Other processors get the same map from
-/// [`lf_map_portable`], and a unit test checks that the two agree.
+/// [`octet_map_portable`], and a unit test checks that the two agree.
 #[cfg(target_arch = "x86_64")]
-fn lf_map(block: &[u8; 64]) -> u64 {
+fn octet_map(block: &[u8; 64], byte: u8) -> u64 {
     use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set_epi64x, _mm_set1_epi8};
 
     #[target_feature(enable = "sse2")]
-    fn sixteen(octets: &[u8; 16]) -> u64 {
+    fn sixteen(octets: &[u8; 16], byte: u8) -> u64 {
         let (halves, _) = octets.as_chunks::<8>();
         let (low, high) = (i64::from_le_bytes(halves[0]), i64::from_le_bytes(halves[1]));
-        let equal = _mm_cmpeq_epi8(_mm_set_epi64x(high, low), _mm_set1_epi8(b'\n' as i8));
+        let equal = _mm_cmpeq_epi8(_mm_set_epi64x(high, low), _mm_set1_epi8(byte as i8));
         u64::from(_mm_movemask_epi8(equal) as u16)
     }
 
@@ -414,32 +407,44 @@ fn lf_map(block: &[u8; 64]) -> u64 {
         // SAFETY: `sixteen` needs SSE2, which is part of x86-64 itself: rustc enables it for
         // every x86_64 target, so every processor this code runs on has it. (Rust does not yet
         // let a feature that is always on vouch for the call, hence `unsafe`.)
-        map |= unsafe { sixteen(octets) } << (16 * i);
+        map |= unsafe { sixteen(octets, byte) } << (16 * i);
     }
     map
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn lf_map(block: &[u8; 64]) -> u64 {
-    lf_map_portable(block)
+fn octet_map(block: &[u8; 64], byte: u8) -> u64 {
+    octet_map_portable(block, byte)
 }
 
-/// [`lf_map`] eight octets at a time with [`octets_equal`], for any processor. Its marks are
+/// [`octet_map`] eight octets at a time with [`octets_equal`], for any processor. Its marks are
 /// the top bits of their octets; shifted down, mark `i` is bit `8 * i`. The multiplier
 /// 0x0102040810204080 is the sum of `2^(56 - 7 * i)` for `i` in 0..8, so it moves mark `i` to
 /// bit `56 + i`: the eight marks meet in the top octet, and no two partial products share a bit,
 /// so nothing carries into it.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-fn lf_map_portable(block: &[u8; 64]) -> u64 {
+fn octet_map_portable(block: &[u8; 64], byte: u8) -> u64 {
     let (words, _) = block.as_chunks::<8>();
     let mut map = 0;
     for (i, word) in words.iter().enumerate() {
-        let marks = octets_equal(u64::from_le_bytes(*word), b'\n') >> 7;
+        let marks = octets_equal(u64::from_le_bytes(*word), byte) >> 7;
         map |= (marks.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * i);
     }
     map
 }
-// ANCHOR_END: lf_map
+
+/// The 64 octets at `bytes[at..]`; past the end, zeros (which are never LF or CR).
+fn block_at(bytes: &[u8], at: usize) -> [u8; 64] {
+    match bytes[at..].first_chunk::<64>() {
+        Some(whole) => *whole,
+        None => {
+            let mut padded = [0; 64];
+            padded[..bytes.len() - at].copy_from_slice(&bytes[at..]);
+            padded
+        }
+    }
+}
+// ANCHOR_END: octet_map
 
 // ANCHOR: stuffed
 /// Byte-stuffing (RFC 1939 §3): a message line that starts with this octet gets one more `.` in
@@ -585,12 +590,6 @@ fn octets_equal(word: u64, byte: u8) -> u64 {
     !((x & LOW7).wrapping_add(LOW7) | x | LOW7)
 }
 
-/// How many octets [`octets_equal`] marked: each mark is one top bit, so shifting them down to
-/// the bottom of their octets and multiplying by 0x0101..01 adds all eight up in the top octet.
-fn marks(mask: u64) -> u64 {
-    ((mask >> 7).wrapping_mul(u64::from_le_bytes([1; 8]))) >> 56
-}
-
 /// The eight octets at `bytes[at..]` as a word; past the end, zeros (which are never LF or CR).
 #[inline]
 fn word_at(bytes: &[u8], at: usize) -> u64 {
@@ -663,16 +662,16 @@ pub fn message_size<R: BufRead>(input: &mut R) -> io::Result<u64> {
         let Some(&last) = buf.last() else { break };
         let mut lfs = 0;
         let mut crlfs = 0;
-        // The mark of a CR in the octet before the current word, moved to the first octet.
-        let mut cr_before = if previous == b'\r' { 0x80 } else { 0 };
-        for at in (0..buf.len()).step_by(8) {
-            let word = word_at(buf, at);
-            let lf = octets_equal(word, b'\n');
-            let cr = octets_equal(word, b'\r');
-            lfs += marks(lf);
-            // An LF whose previous octet is a CR: shift the CR marks one octet up.
-            crlfs += marks(lf & ((cr << 8) | cr_before));
-            cr_before = cr >> 56;
+        // A CR in the octet before the current block, as bit 0.
+        let mut cr_before = u64::from(previous == b'\r');
+        for at in (0..buf.len()).step_by(64) {
+            let block = block_at(buf, at);
+            let lf = octet_map(&block, b'\n');
+            let cr = octet_map(&block, b'\r');
+            lfs += u64::from(lf.count_ones());
+            // An LF whose previous octet is a CR: the CR map moved one octet up.
+            crlfs += u64::from((lf & ((cr << 1) | cr_before)).count_ones());
+            cr_before = cr >> 63;
         }
         size += buf.len() as u64 + lfs - crlfs;
         previous = last;
@@ -823,7 +822,7 @@ mod tests {
     }
 
     #[test]
-    fn lf_map_agrees_with_the_portable_map_and_with_the_octets() {
+    fn octet_map_agrees_with_the_portable_map_and_with_the_octets() {
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         for round in 0..20_000 {
             let mut block = [0u8; 64];
@@ -839,12 +838,14 @@ mod tests {
                     _ => (seed >> 16) as u8,
                 };
             }
-            let want = block
-                .iter()
-                .enumerate()
-                .fold(0u64, |map, (i, &b)| map | (u64::from(b == b'\n') << i));
-            assert_eq!(lf_map(&block), want, "{block:?}");
-            assert_eq!(lf_map_portable(&block), want, "{block:?}");
+            for byte in [b'\n', b'\r'] {
+                let want = block
+                    .iter()
+                    .enumerate()
+                    .fold(0u64, |map, (i, &b)| map | (u64::from(b == byte) << i));
+                assert_eq!(octet_map(&block, byte), want, "{block:?}");
+                assert_eq!(octet_map_portable(&block, byte), want, "{block:?}");
+            }
         }
     }
 
@@ -869,7 +870,6 @@ mod tests {
                     assert_eq!(mask >> (8 * i + 7) & 1 == 1, b == byte, "{word:?} {i}");
                 }
                 assert_eq!(mask & !u64::from_le_bytes([0x80; 8]), 0);
-                assert_eq!(marks(mask), u64::from(pattern.count_ones() & 0xff).min(8));
             }
         }
     }
