@@ -97,8 +97,22 @@ fn reader(message: &[u8]) -> BufReader<&[u8]> {
 /// About `len` octets of mail-like lines, the same every time (a fixed-seed xorshift).
 fn generated(len: usize) -> Vec<u8> {
     const WORDS: [&str; 16] = [
-        "alpha", "mailbox", "message", "server", "client", "session", "octet", "the", "of",
-        "loopback", "thread", "socket", "buffer", "header", "retrieve", "deterministic",
+        "alpha",
+        "mailbox",
+        "message",
+        "server",
+        "client",
+        "session",
+        "octet",
+        "the",
+        "of",
+        "loopback",
+        "thread",
+        "socket",
+        "buffer",
+        "header",
+        "retrieve",
+        "deterministic",
     ];
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let mut next = move |n: u64| {

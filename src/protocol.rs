@@ -355,7 +355,10 @@ fn convert_whole_lines(lines: &[u8], staged: &mut Vec<u8>) -> u64 {
             lfs &= lfs - 1;
             let line = &lines[line_start..lf];
             let content = line.strip_suffix(b"\r").unwrap_or(line);
-            match lines.get(line_start..).and_then(<[u8]>::first_chunk::<WINDOW>) {
+            match lines
+                .get(line_start..)
+                .and_then(<[u8]>::first_chunk::<WINDOW>)
+            {
                 // Copy a fixed 128 octets, then cut back to the line: a copy of known length is
                 // a few moves, where one of any length is a call that must look at the length.
                 Some(window) if content.len() <= WINDOW => {
@@ -381,70 +384,6 @@ fn convert_whole_lines(lines: &[u8], staged: &mut Vec<u8>) -> u64 {
 /// asks for at most 78 octets before the CRLF), and short enough to be a handful of moves.
 const WINDOW: usize = 128;
 // ANCHOR_END: convert_whole_lines
-
-// ANCHOR: octet_map
-/// Where `byte` is among 64 octets, as a map: bit `i` is set when `block[i] == byte`.
-///
-/// Every x86-64 processor has SSE2, whose instructions compare sixteen octets with sixteen
-/// copies of `byte` at once (`_mm_cmpeq_epi8`) and gather the sixteen results into sixteen bits
-/// (`_mm_movemask_epi8`): four of each make the map. Other processors get the same map from
-/// [`octet_map_portable`], and a unit test checks that the two agree.
-#[cfg(target_arch = "x86_64")]
-fn octet_map(block: &[u8; 64], byte: u8) -> u64 {
-    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set_epi64x, _mm_set1_epi8};
-
-    #[target_feature(enable = "sse2")]
-    fn sixteen(octets: &[u8; 16], byte: u8) -> u64 {
-        let (halves, _) = octets.as_chunks::<8>();
-        let (low, high) = (i64::from_le_bytes(halves[0]), i64::from_le_bytes(halves[1]));
-        let equal = _mm_cmpeq_epi8(_mm_set_epi64x(high, low), _mm_set1_epi8(byte as i8));
-        u64::from(_mm_movemask_epi8(equal) as u16)
-    }
-
-    let (sixteens, _) = block.as_chunks::<16>();
-    let mut map = 0;
-    for (i, octets) in sixteens.iter().enumerate() {
-        // SAFETY: `sixteen` needs SSE2, which is part of x86-64 itself: rustc enables it for
-        // every x86_64 target, so every processor this code runs on has it. (Rust does not yet
-        // let a feature that is always on vouch for the call, hence `unsafe`.)
-        map |= unsafe { sixteen(octets, byte) } << (16 * i);
-    }
-    map
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn octet_map(block: &[u8; 64], byte: u8) -> u64 {
-    octet_map_portable(block, byte)
-}
-
-/// [`octet_map`] eight octets at a time with [`octets_equal`], for any processor. Its marks are
-/// the top bits of their octets; shifted down, mark `i` is bit `8 * i`. The multiplier
-/// 0x0102040810204080 is the sum of `2^(56 - 7 * i)` for `i` in 0..8, so it moves mark `i` to
-/// bit `56 + i`: the eight marks meet in the top octet, and no two partial products share a bit,
-/// so nothing carries into it.
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-fn octet_map_portable(block: &[u8; 64], byte: u8) -> u64 {
-    let (words, _) = block.as_chunks::<8>();
-    let mut map = 0;
-    for (i, word) in words.iter().enumerate() {
-        let marks = octets_equal(u64::from_le_bytes(*word), byte) >> 7;
-        map |= (marks.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * i);
-    }
-    map
-}
-
-/// The 64 octets at `bytes[at..]`; past the end, zeros (which are never LF or CR).
-fn block_at(bytes: &[u8], at: usize) -> [u8; 64] {
-    match bytes[at..].first_chunk::<64>() {
-        Some(whole) => *whole,
-        None => {
-            let mut padded = [0; 64];
-            padded[..bytes.len() - at].copy_from_slice(&bytes[at..]);
-            padded
-        }
-    }
-}
-// ANCHOR_END: octet_map
 
 // ANCHOR: stuffed
 /// Byte-stuffing (RFC 1939 §3): a message line that starts with this octet gets one more `.` in
@@ -573,6 +512,70 @@ impl LineState {
     }
 }
 // ANCHOR_END: write_message
+
+// ANCHOR: octet_map
+/// Where `byte` is among 64 octets, as a map: bit `i` is set when `block[i] == byte`.
+///
+/// Every x86-64 processor has SSE2, whose instructions compare sixteen octets with sixteen
+/// copies of `byte` at once (`_mm_cmpeq_epi8`) and gather the sixteen results into sixteen bits
+/// (`_mm_movemask_epi8`): four of each make the map. Other processors get the same map from
+/// [`octet_map_portable`], and a unit test checks that the two agree.
+#[cfg(target_arch = "x86_64")]
+fn octet_map(block: &[u8; 64], byte: u8) -> u64 {
+    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set_epi64x, _mm_set1_epi8};
+
+    #[target_feature(enable = "sse2")]
+    fn sixteen(octets: &[u8; 16], byte: u8) -> u64 {
+        let (halves, _) = octets.as_chunks::<8>();
+        let (low, high) = (i64::from_le_bytes(halves[0]), i64::from_le_bytes(halves[1]));
+        let equal = _mm_cmpeq_epi8(_mm_set_epi64x(high, low), _mm_set1_epi8(byte as i8));
+        u64::from(_mm_movemask_epi8(equal) as u16)
+    }
+
+    let (sixteens, _) = block.as_chunks::<16>();
+    let mut map = 0;
+    for (i, octets) in sixteens.iter().enumerate() {
+        // SAFETY: `sixteen` needs SSE2, which is part of x86-64 itself: rustc enables it for
+        // every x86_64 target, so every processor this code runs on has it. (Rust does not yet
+        // let a feature that is always on vouch for the call, hence `unsafe`.)
+        map |= unsafe { sixteen(octets, byte) } << (16 * i);
+    }
+    map
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn octet_map(block: &[u8; 64], byte: u8) -> u64 {
+    octet_map_portable(block, byte)
+}
+
+/// [`octet_map`] eight octets at a time with [`octets_equal`], for any processor. Its marks are
+/// the top bits of their octets; shifted down, mark `i` is bit `8 * i`. The multiplier
+/// 0x0102040810204080 is the sum of `2^(56 - 7 * i)` for `i` in 0..8, so it moves mark `i` to
+/// bit `56 + i`: the eight marks meet in the top octet, and no two partial products share a bit,
+/// so nothing carries into it.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn octet_map_portable(block: &[u8; 64], byte: u8) -> u64 {
+    let (words, _) = block.as_chunks::<8>();
+    let mut map = 0;
+    for (i, word) in words.iter().enumerate() {
+        let marks = octets_equal(u64::from_le_bytes(*word), byte) >> 7;
+        map |= (marks.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * i);
+    }
+    map
+}
+
+/// The 64 octets at `bytes[at..]`; past the end, zeros (which are never LF or CR).
+fn block_at(bytes: &[u8], at: usize) -> [u8; 64] {
+    match bytes[at..].first_chunk::<64>() {
+        Some(whole) => *whole,
+        None => {
+            let mut padded = [0; 64];
+            padded[..bytes.len() - at].copy_from_slice(&bytes[at..]);
+            padded
+        }
+    }
+}
+// ANCHOR_END: octet_map
 
 // ANCHOR: line_ends
 /// Marks the octets of `word` (eight octets, little-endian) that equal `byte`: the result has the
