@@ -223,11 +223,11 @@ impl MaildropLock {
             .open(&self.path)
             .map_err(|e| e.to_string())?;
         flock(&file).map_err(|_| "its flock is held by another program".to_string())?;
-        let (id, len) = file_id(&file).map_err(|e| e.to_string())?;
-        if id != self.id {
-            return Err("it was replaced by another file".to_string());
-        }
-        let text = read_line(&file, len).map_err(|e| e.to_string())?;
+        // Only this session ever writes its line (the pid, start and boot name this process,
+        // the number this session), so a file that starts with it is this session's lock,
+        // whatever follows and whichever inode it is: reading as many octets as the line has
+        // decides, with no `fstat` for the length.
+        let text = read_line(&file, self.line.len() as u64).map_err(|e| e.to_string())?;
         if text != self.line {
             return Err(format!("it names another holder now: {}", text.trim()));
         }
@@ -262,9 +262,10 @@ fn flock(file: &File) -> Result<(), OpenError> {
     }
 }
 
-/// The lock file's text: `len` octets, the length `fstat` gave under the `flock`, so one
-/// `read` gets it all and none is needed to find the end. A holder line is far shorter than
-/// [`MAX_LINE`]; a longer file is no holder's line, and its first octets show that.
+/// The first `len` octets of the lock file, at most [`MAX_LINE`]: one `read` when the file
+/// has them, and none more to find the end (`read_to_string` alone would make one). A holder
+/// line is far shorter than `MAX_LINE`; a longer file is no holder's line, and its first
+/// octets show that.
 fn read_line(file: &File, len: u64) -> io::Result<String> {
     let len = len.min(MAX_LINE);
     let mut text = String::with_capacity(usize::try_from(len).unwrap_or(0));
@@ -347,6 +348,12 @@ mod tests {
         assert!(matches!(MaildropLock::acquire(&dir), Err(OpenError::InUse)));
         drop(lock);
         assert_eq!(fs::read_to_string(dir.join(LOCK_FILE)).expect("read"), "");
+
+        // A release empties only its own line: here someone else wrote theirs meanwhile.
+        let lock = MaildropLock::acquire(&dir).expect("free again");
+        fs::write(dir.join(LOCK_FILE), &line).expect("write");
+        drop(lock);
+        assert_eq!(fs::read_to_string(dir.join(LOCK_FILE)).expect("read"), line);
         fs::remove_dir_all(&dir).expect("clean up");
     }
 }
