@@ -254,9 +254,11 @@ fn log_end(id: u64, peer: &str, summary: &Summary) {
 // ANCHOR: serve
 /// Accepts connections for ever, one thread each.
 fn accept_loop(listener: &TcpListener, security: Security, shared: &Arc<Shared>) {
-    for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(stream) => stream,
+    loop {
+        // `accept` gives the client's address with the connection; asking the socket for it
+        // later (`peer_addr`) would be one more system call.
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Usually out of file descriptors: wait for sessions to end rather than spin.
                 warn!("accept failed: {e}");
@@ -264,7 +266,7 @@ fn accept_loop(listener: &TcpListener, security: Security, shared: &Arc<Shared>)
                 continue;
             }
         };
-        let slot = match Slot::take(shared, &stream) {
+        let slot = match Slot::take(shared, peer.ip()) {
             Ok(slot) => slot,
             Err(why) => {
                 refuse(stream, &why);
@@ -275,7 +277,7 @@ fn accept_loop(listener: &TcpListener, security: Security, shared: &Arc<Shared>)
         let spawned = thread::Builder::new()
             .name(format!("session-{id}"))
             .stack_size(limits::SESSION_STACK)
-            .spawn(move || serve_client(stream, slot, id, security));
+            .spawn(move || serve_client(stream, peer, slot, id, security));
         if let Err(e) = spawned {
             // The closure, with its stream and slot, has been dropped: the client sees the
             // connection close and the slot is free again.
@@ -287,16 +289,13 @@ fn accept_loop(listener: &TcpListener, security: Security, shared: &Arc<Shared>)
 
 // ANCHOR: serve_client
 /// The body of a session thread.
-fn serve_client(stream: TcpStream, slot: Slot, id: u64, security: Security) {
+fn serve_client(stream: TcpStream, peer: SocketAddr, slot: Slot, id: u64, security: Security) {
     // Locals are dropped in reverse order, on return and on a panic alike: the slot goes back
     // before the socket closes, so a client that reconnects the moment it sees the close finds
     // its place free.
     let stream = stream;
     let slot = slot;
     let shared = &slot.shared;
-    let peer = stream
-        .peer_addr()
-        .map_or_else(|_| "unknown peer".to_string(), |a| a.to_string());
     if let Err(e) = set_up(&stream, &shared.config) {
         warn!("session {id} from {peer}: cannot set up the connection: {e}");
         return;
@@ -321,7 +320,7 @@ fn serve_client(stream: TcpStream, slot: Slot, id: u64, security: Security) {
             }
         }
     };
-    log_end(id, &peer, &summary);
+    log_end(id, &peer.to_string(), &summary);
 }
 // ANCHOR_END: serve_client
 
@@ -445,12 +444,8 @@ struct Slot {
 }
 
 impl Slot {
-    /// Takes a place for a connection, or says which limit is reached.
-    fn take(shared: &Arc<Shared>, stream: &TcpStream) -> Result<Slot, String> {
-        let ip = stream
-            .peer_addr()
-            .map_err(|e| format!("cannot tell who is connecting: {e}"))?
-            .ip();
+    /// Takes a place for a connection from `ip`, or says which limit is reached.
+    fn take(shared: &Arc<Shared>, ip: IpAddr) -> Result<Slot, String> {
         let config = &shared.config;
         // Nothing panics while holding this lock; if something ever did, the counts would
         // still be right, so a poisoned lock is used as it is.

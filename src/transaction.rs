@@ -8,6 +8,8 @@
 //! The state ends with QUIT, which moves on to UPDATE, or with a dropped connection or the idle
 //! timer, which end the session without UPDATE: every mark is forgotten.
 
+use std::fmt::{Display, Write};
+
 use crate::capa::{Offer, capa, not_offered};
 use crate::command::{Command, parse_number};
 use crate::maildrop::Maildrop;
@@ -118,11 +120,12 @@ impl Transaction {
             let size = self.maildrop.messages()[index].size;
             return Ok(Reply::Ok(format!("{} {size}", index + 1)));
         }
-        let lines: Vec<String> = self
-            .live()
-            .map(|(index, size)| format!("{} {size}", index + 1))
-            .collect();
-        let octets: u64 = self.live().map(|(_, size)| size).sum();
+        let mut lines = Vec::with_capacity(self.deleted.len());
+        let mut octets = 0;
+        for (index, size) in self.live() {
+            lines.push(listing_line(index, size, 20));
+            octets += size;
+        }
         Ok(Reply::Lines(
             format!("{} ({octets} octets)", protocol::messages(lines.len())),
             lines,
@@ -226,10 +229,11 @@ impl Transaction {
             let index = self.message(arg)?;
             return Ok(Reply::Ok(format!("{} {}", index + 1, messages[index].uid)));
         }
-        let lines = self
-            .live()
-            .map(|(index, _)| format!("{} {}", index + 1, messages[index].uid))
-            .collect();
+        let mut lines = Vec::with_capacity(messages.len());
+        for (index, _) in self.live() {
+            let uid = &messages[index].uid;
+            lines.push(listing_line(index, uid, uid.len()));
+        }
         Ok(Reply::Lines("unique-id listing follows".into(), lines))
     }
     // ANCHOR_END: uidl
@@ -295,6 +299,17 @@ impl Transaction {
             )
         }
     }
+}
+
+/// One line of a scan or unique-id listing, `msg value` (RFC 1939 §5, §7), for the message at
+/// `index`; `value_len` is about how long `value` is written out. Built in one allocation:
+/// `format!` starts from an empty `String` and grows it two or three times, for each line of
+/// every LIST and UIDL.
+fn listing_line(index: usize, value: impl Display, value_len: usize) -> String {
+    let mut line = String::with_capacity(21 + value_len);
+    // Writing into a `String` cannot fail.
+    let _ = write!(line, "{} {value}", index + 1);
+    line
 }
 
 /// ```text

@@ -19,7 +19,8 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, TryLockError};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
@@ -133,14 +134,17 @@ impl MaildropLock {
     /// popstate process holds it, `Temporary` when the lock file cannot be made or written.
     pub fn acquire(dir: &Path) -> Result<MaildropLock, OpenError> {
         let path = dir.join(LOCK_FILE);
-        let mut file = File::options()
+        let file = File::options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
             .map_err(|e| temporary(&path, "open", e))?;
-        let id = file_id(&file).map_err(|e| temporary(&path, "read", e))?;
+        // The `flock` first, then one `fstat`: the length it gives is the line's length, which
+        // no other popstate can change while we hold the `flock`.
+        flock(&file)?;
+        let (id, len) = file_id(&file).map_err(|e| temporary(&path, "read", e))?;
         // First among this process's sessions; the file then decides among processes.
         if !held().insert(id) {
             return Err(OpenError::InUse);
@@ -152,18 +156,24 @@ impl MaildropLock {
             boot: boot.clone(),
             session: SESSIONS.fetch_add(1, Ordering::Relaxed),
         };
-        let lock = MaildropLock {
-            path,
-            id,
-            line: me.line(),
-        };
-        // From here on, a failure drops `lock`, which leaves the table and the file as found.
-        flock(&file)?;
-        let mut text = String::new();
-        (&file)
-            .take(256)
-            .read_to_string(&mut text)
-            .map_err(|e| temporary(&lock.path, "read", e))?;
+        // Not through `Drop` on failure: `release` would wait for the `flock` that `file`
+        // still holds, and there is no line of ours to empty anyway.
+        let line = me.line();
+        if let Err(e) = claim(&file, len, &me, &line, &path) {
+            held().remove(&id);
+            return Err(e);
+        }
+        // Closing the file drops the `flock`; the line holds the lock from now on.
+        Ok(MaildropLock { path, id, line })
+    }
+}
+
+/// Under the `flock`: decides whether the line in the file (`len` octets) leaves the maildrop
+/// free, and if so writes `line`, the one of `me`, in its place.
+fn claim(file: &File, len: u64, me: &Holder, line: &str, path: &Path) -> Result<(), OpenError> {
+    // A free maildrop's file is empty: nothing to read, nothing to cut.
+    if len > 0 {
+        let text = read_line(file, len).map_err(|e| temporary(path, "read", e))?;
         match Holder::parse(&text) {
             // An unreadable line can only be a write cut short by a crash.
             None => {}
@@ -172,17 +182,15 @@ impl MaildropLock {
             Some(old) if alive(&old) => return Err(OpenError::InUse),
             Some(old) => warn!(
                 "taking over {}: its holder, process {}, has ended",
-                lock.path.display(),
+                path.display(),
                 old.pid
             ),
         }
-        file.set_len(0)
-            .and_then(|()| file.seek(SeekFrom::Start(0)))
-            .and_then(|_| file.write_all(lock.line.as_bytes()))
-            .map_err(|e| temporary(&lock.path, "write", e))?;
-        // Closing the file drops the `flock`; the line holds the lock from now on.
-        Ok(lock)
+        file.set_len(0).map_err(|e| temporary(path, "write", e))?;
     }
+    // At offset 0 whatever was read: no `lseek` first.
+    file.write_all_at(line.as_bytes(), 0)
+        .map_err(|e| temporary(path, "write", e))
 }
 // ANCHOR_END: acquire
 
@@ -214,15 +222,12 @@ impl MaildropLock {
             .write(true)
             .open(&self.path)
             .map_err(|e| e.to_string())?;
-        if file_id(&file).map_err(|e| e.to_string())? != self.id {
-            return Err("it was replaced by another file".to_string());
-        }
         flock(&file).map_err(|_| "its flock is held by another program".to_string())?;
-        let mut text = String::new();
-        (&file)
-            .take(256)
-            .read_to_string(&mut text)
-            .map_err(|e| e.to_string())?;
+        // Only this session ever writes its line (the pid, start and boot name this process,
+        // the number this session), so a file that starts with it is this session's lock,
+        // whatever follows and whichever inode it is: reading as many octets as the line has
+        // decides, with no `fstat` for the length.
+        let text = read_line(&file, self.line.len() as u64).map_err(|e| e.to_string())?;
         if text != self.line {
             return Err(format!("it names another holder now: {}", text.trim()));
         }
@@ -257,16 +262,24 @@ fn flock(file: &File) -> Result<(), OpenError> {
     }
 }
 
-#[cfg(unix)]
-fn file_id(file: &File) -> io::Result<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = file.metadata()?;
-    Ok((meta.dev(), meta.ino()))
+/// The first `len` octets of the lock file, at most [`MAX_LINE`]: one `read` when the file
+/// has them, and none more to find the end (`read_to_string` alone would make one). A holder
+/// line is far shorter than `MAX_LINE`; a longer file is no holder's line, and its first
+/// octets show that.
+fn read_line(file: &File, len: u64) -> io::Result<String> {
+    let len = len.min(MAX_LINE);
+    let mut text = String::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(len).read_to_string(&mut text)?;
+    Ok(text)
 }
 
-#[cfg(not(unix))]
-fn file_id(_: &File) -> io::Result<(u64, u64)> {
-    Ok((0, 0))
+/// The most of a lock file that is read.
+const MAX_LINE: u64 = 256;
+
+/// The file's identity (device and inode) and its length, from one `fstat`.
+fn file_id(file: &File) -> io::Result<((u64, u64), u64)> {
+    let meta = file.metadata()?;
+    Ok(((meta.dev(), meta.ino()), meta.len()))
 }
 
 #[cfg(test)]
@@ -308,5 +321,39 @@ mod tests {
         assert!(alive(&holder(*start, boot)));
         assert!(!alive(&holder(start + 1, boot)), "same pid, later start");
         assert!(!alive(&holder(*start, "another-boot")));
+    }
+
+    #[test]
+    fn a_maildrop_held_by_another_process_is_refused_at_once_and_left_as_it_was() {
+        let dir = std::env::temp_dir().join(format!("popstate-lock-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("mkdir");
+        let (_, _, boot) = this_process();
+        // The process that started this test runs as long as the test does.
+        let parent = std::os::unix::process::parent_id();
+        let start = start_time(parent).expect("/proc gives the start time");
+        let line = format!("{parent} {start} {boot} 9\n");
+        fs::write(dir.join(LOCK_FILE), &line).expect("write");
+
+        let began = std::time::Instant::now();
+        assert!(matches!(MaildropLock::acquire(&dir), Err(OpenError::InUse)));
+        // A refusal must not wait for its own `flock` (it once waited FLOCK_WAIT for it).
+        assert!(began.elapsed() < FLOCK_WAIT / 2, "{:?}", began.elapsed());
+        assert_eq!(fs::read_to_string(dir.join(LOCK_FILE)).expect("read"), line);
+
+        // The refusal left no entry in this process's table: once free, the maildrop locks.
+        fs::write(dir.join(LOCK_FILE), "").expect("empty");
+        let lock = MaildropLock::acquire(&dir).expect("free now");
+        let held = fs::read_to_string(dir.join(LOCK_FILE)).expect("read");
+        assert_eq!(held, lock.line);
+        assert!(matches!(MaildropLock::acquire(&dir), Err(OpenError::InUse)));
+        drop(lock);
+        assert_eq!(fs::read_to_string(dir.join(LOCK_FILE)).expect("read"), "");
+
+        // A release empties only its own line: here someone else wrote theirs meanwhile.
+        let lock = MaildropLock::acquire(&dir).expect("free again");
+        fs::write(dir.join(LOCK_FILE), &line).expect("write");
+        drop(lock);
+        assert_eq!(fs::read_to_string(dir.join(LOCK_FILE)).expect("read"), line);
+        fs::remove_dir_all(&dir).expect("clean up");
     }
 }
