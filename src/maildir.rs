@@ -443,16 +443,16 @@ fn scan(dir: &Path, sizes: &SizeCache) -> io::Result<(Vec<MessageInfo>, Vec<File
             delivered: f.delivered,
         })
         .collect();
-    let files = found
-        .into_iter()
-        .map(|f| FileRef {
-            in_new: f.sub == "new",
-            name: f.name.into_boxed_str(),
-            stamp: f.stamp,
-            born: f.born,
-            size_from_name: f.from_name,
-        })
-        .collect();
+    // Not `collect()`: that would reuse `found`'s allocation, sized for the larger `Found`s
+    // and their spare capacity, for as long as the listing is kept.
+    let mut files = Vec::with_capacity(found.len());
+    files.extend(found.into_iter().map(|f| FileRef {
+        in_new: f.sub == "new",
+        name: f.name.into_boxed_str(),
+        stamp: f.stamp,
+        born: f.born,
+        size_from_name: f.from_name,
+    }));
     Ok((messages, files))
 }
 // ANCHOR_END: scan
