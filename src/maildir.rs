@@ -13,7 +13,7 @@
 //! - Nothing here writes to a message. The only change is `remove`, an `unlink`, which is atomic:
 //!   a message is either whole or gone, whenever the server is stopped.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, DirEntry, File};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -426,43 +426,47 @@ fn scan(dir: &Path, sizes: &SizeCache) -> io::Result<(Vec<MessageInfo>, Vec<File
     found.retain(|f| f.size.is_some());
     found.sort_unstable_by(|a, b| (a.delivered, &a.name).cmp(&(b.delivered, &b.name)));
 
-    let mut uids: Vec<String> = found
+    let mut messages: Vec<MessageInfo> = found
         .iter()
-        .map(|f| uid_for(unique_name(&f.name)))
+        .map(|f| MessageInfo {
+            size: f.size.unwrap_or(0),
+            uid: uid_for(unique_name(&f.name)),
+            delivered: f.delivered,
+        })
         .collect();
     // The same unique name twice (in new/ and cur/, or with two sets of flags) should not
     // happen, but two messages must never share a unique-id: the later one is named by its
     // folder and file name instead.
-    let mut seen = HashSet::with_capacity(uids.len());
-    let twice: Vec<usize> = (0..uids.len())
-        .filter(|&i| !seen.insert(uids[i].as_str()))
-        .collect();
-    for i in twice {
-        uids[i] = hashed_uid(&format!("{}/{}", found[i].sub, found[i].name));
+    for i in later_duplicates(&messages) {
+        messages[i].uid = hashed_uid(&format!("{}/{}", found[i].sub, found[i].name));
     }
-
-    let messages = found
-        .iter()
-        .zip(uids)
-        .map(|(f, uid)| MessageInfo {
-            size: f.size.unwrap_or(0),
-            uid,
-            delivered: f.delivered,
-        })
-        .collect();
-    let files = found
-        .into_iter()
-        .map(|f| FileRef {
-            in_new: f.sub == "new",
-            name: f.name.into_boxed_str(),
-            stamp: f.stamp,
-            born: f.born,
-            size_from_name: f.from_name,
-        })
-        .collect();
+    // Not `collect()`: that would reuse `found`'s allocation, sized for the larger `Found`s
+    // and their spare capacity, for as long as the listing is kept.
+    let mut files = Vec::with_capacity(found.len());
+    files.extend(found.into_iter().map(|f| FileRef {
+        in_new: f.sub == "new",
+        name: f.name.into_boxed_str(),
+        stamp: f.stamp,
+        born: f.born,
+        size_from_name: f.from_name,
+    }));
     Ok((messages, files))
 }
 // ANCHOR_END: scan
+
+/// The messages whose unique-id an earlier message (in listing order) already has. Sorting
+/// positions by unique-id puts equal ids side by side; this needs one small array where a hash
+/// set would need a table, and an idle session keeps what its thread freed at login (malloc's
+/// per-thread cache), so login leaves as little behind as it can.
+fn later_duplicates(messages: &[MessageInfo]) -> Vec<usize> {
+    let mut by_uid: Vec<usize> = (0..messages.len()).collect();
+    by_uid.sort_unstable_by(|&a, &b| messages[a].uid.cmp(&messages[b].uid).then(a.cmp(&b)));
+    by_uid
+        .windows(2)
+        .filter(|pair| messages[pair[0]].uid == messages[pair[1]].uid)
+        .map(|pair| pair[1])
+        .collect()
+}
 
 // ANCHOR: size_in_name
 /// The wire size a delivery agent wrote into a Maildir name: `,W=` (Dovecot's "virtual size",
@@ -735,6 +739,21 @@ mod tests {
             assert_eq!(uid, uid_for(odd), "stable");
         }
         assert_ne!(uid_for("a b"), uid_for("a c"));
+    }
+
+    #[test]
+    fn b26_of_equal_unique_ids_all_but_the_first_are_renamed() {
+        let info = |uid: &str| MessageInfo {
+            size: 1,
+            uid: uid.into(),
+            delivered: 0,
+        };
+        let messages = ["b", "a", "b", "c", "a", "b"].map(info);
+        let mut later = later_duplicates(&messages);
+        later.sort();
+        assert_eq!(later, [2, 4, 5]);
+        assert!(later_duplicates(&[info("x"), info("y")]).is_empty());
+        assert!(later_duplicates(&[]).is_empty());
     }
 
     #[test]

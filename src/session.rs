@@ -309,7 +309,9 @@ struct Connection<'a> {
 /// command line is at most 255 octets, and most replies are one short line. Large replies do
 /// not pass through them: a message is converted in its own buffer (protocol.rs,
 /// `fn write_reply`) that exists only while it is sent, and goes to the socket directly.
-const INPUT_BUFFER: usize = 512;
+/// The input buffer holds one longest command line (RFC 2449 §4); a longer SASL response is
+/// read through it in pieces, and pipelined commands beyond it wait in the socket.
+const INPUT_BUFFER: usize = MAX_COMMAND_LINE + 1;
 /// Replies collect until this much is waiting; the buffer only grows as far as the replies
 /// need (an idle session that answered short lines holds a few hundred octets, not this).
 const OUTPUT_LIMIT: usize = 4 * 1024;
