@@ -218,12 +218,19 @@ impl MaildirStore {
 }
 
 /// Where one message's file was when it was listed: `dir/sub/name`.
-/// (Kept small: every session holds one per message.)
+/// (Kept small: every session holds one per message; 88 octets, and usually nothing more.)
 struct FileRef {
     /// In `new/`, else in `cur/`.
     in_new: bool,
-    /// The file name; a mail reader may rename the file (flags) or move it to `cur/` later.
+    /// The file name, when it is not the message's unique-id followed by `flags` (see
+    /// [`FileRef::name`]); else empty, which allocates nothing. Nearly every name is its
+    /// unique-id and a few flags, and a session keeps one per message: storing only the flags
+    /// saves a copy of the unique-id (about 50 octets) per message. A mail reader may rename
+    /// the file (flags) or move it to `cur/` later.
     name: Box<str>,
+    /// When `name` is empty: the Maildir info part after the unique-id, `NO_INFO` for none
+    /// (a file in `new/`), else `HAS_INFO` and one bit per flag letter in `:2,FLAGS`.
+    flags: u32,
     /// The file as it was when its size was counted, to notice a file changed since.
     stamp: Option<FileStamp>,
     /// When the file was created: kept by a rename, new for a new file even if the file system
@@ -245,26 +252,73 @@ struct MaildirMaildrop {
     _lock: MaildropLock,
 }
 
+/// `FileRef::flags` for a name that is its unique-id alone.
+const NO_INFO: u32 = 0;
+/// `FileRef::flags` bit for a name that is its unique-id, `:2,` and the flag letters.
+const HAS_INFO: u32 = 1 << 31;
+
 impl FileRef {
+    /// Where `name`, listed under the unique-id `uid`, keeps it: as `flags` alone (and an
+    /// empty name) when `uid` and the flags give back exactly `name`. Anything else (a hashed
+    /// unique-id, flags out of order or in lowercase, an experimental `:1,` info part) keeps
+    /// the whole name, so the file is always looked for under the name it had.
+    fn compact(name: String, uid: &str) -> (Box<str>, u32) {
+        let info = name.strip_prefix(uid);
+        let flags = info.and_then(|info| match info.strip_prefix(":2,") {
+            _ if info.is_empty() => Some(NO_INFO),
+            Some(letters) => letters.bytes().try_fold(HAS_INFO, |bits, b| {
+                b.is_ascii_uppercase().then(|| bits | (1 << (b - b'A')))
+            }),
+            None => None,
+        });
+        match (info, flags) {
+            (Some(info), Some(flags)) if info_part(flags) == info => ("".into(), flags),
+            _ => (name.into_boxed_str(), NO_INFO),
+        }
+    }
+
+    /// The file name, given the unique-id it was listed under (`Listing::messages`).
+    fn name<'a>(&'a self, uid: &'a str) -> (&'a str, String) {
+        if self.name.is_empty() {
+            (uid, info_part(self.flags))
+        } else {
+            (&self.name, String::new())
+        }
+    }
+
     /// `dir/new/name` or `dir/cur/name`, in one allocation: `dir.join(sub).join(name)` makes
     /// two paths and grows each, five allocations for every RETR.
-    fn path(&self, dir: &Path) -> PathBuf {
+    fn path(&self, dir: &Path, uid: &str) -> PathBuf {
         let sub = if self.in_new { "new" } else { "cur" };
+        let (name, info) = self.name(uid);
         let mut path =
-            PathBuf::with_capacity(dir.as_os_str().len() + sub.len() + self.name.len() + 2);
+            PathBuf::with_capacity(dir.as_os_str().len() + sub.len() + name.len() + info.len() + 2);
         path.push(dir);
         path.push(sub);
-        path.push(&*self.name);
+        path.push(name);
+        path.as_mut_os_string().push(info);
         path
     }
 }
 
+/// The info part that `flags` stands for: empty, or `:2,` and the flag letters in ASCII order
+/// (the order the Maildir specification asks for).
+fn info_part(flags: u32) -> String {
+    if flags & HAS_INFO == 0 {
+        return String::new();
+    }
+    let letters = (b'A'..=b'Z').filter(|b| flags & (1 << (b - b'A')) != 0);
+    ":2,".chars().chain(letters.map(char::from)).collect()
+}
+
 impl MaildirMaildrop {
-    fn file(&self, index: usize) -> Result<&FileRef, String> {
-        self.listing
-            .files
-            .get(index)
-            .ok_or_else(|| format!("message index {index} is outside the maildrop"))
+    /// Message `index`'s file and unique-id (which `FileRef::path` needs).
+    fn file(&self, index: usize) -> Result<(&FileRef, &str), String> {
+        let listing = &*self.listing;
+        match (listing.files.get(index), listing.messages.get(index)) {
+            (Some(file), Some(message)) => Ok((file, &message.uid)),
+            _ => Err(format!("message index {index} is outside the maildrop")),
+        }
     }
 
     /// Where a file went that is no longer where it was at login: a mail reader may have moved
@@ -272,8 +326,8 @@ impl MaildirMaildrop {
     /// the creation time; all must match, so another file that shares the name is never taken
     /// for it, even on an inode number freed and reused (UPDATE must remove exactly the marked
     /// messages). Without a creation time to compare, a moved file is not looked for.
-    fn find_moved(&self, file: &FileRef) -> Option<PathBuf> {
-        let unique = unique_name(&file.name);
+    fn find_moved(&self, file: &FileRef, uid: &str) -> Option<PathBuf> {
+        let unique = unique_name(file.name(uid).0);
         let FileStamp { dev, ino, .. } = file.stamp?;
         let born = file.born?;
         ["cur", "new"].iter().find_map(|sub| {
@@ -301,12 +355,12 @@ impl Maildrop for MaildirMaildrop {
     }
 
     fn open(&self, index: usize) -> Result<Box<dyn BufRead + Send>, String> {
-        let file_ref = self.file(index)?;
+        let (file_ref, uid) = self.file(index)?;
         // Open first and ask questions later: the common case costs one path lookup.
-        let file = match File::open(file_ref.path(&self.dir)) {
+        let file = match File::open(file_ref.path(&self.dir, uid)) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let moved = self
-                    .find_moved(file_ref)
+                    .find_moved(file_ref, uid)
                     .ok_or("another program removed it from the maildrop")?;
                 File::open(moved)
             }
@@ -360,8 +414,8 @@ impl Maildrop for MaildirMaildrop {
 
 impl MaildirMaildrop {
     fn remove_one(&self, index: usize) -> Result<(), String> {
-        let file_ref = self.file(index)?;
-        let path = file_ref.path(&self.dir);
+        let (file_ref, uid) = self.file(index)?;
+        let path = file_ref.path(&self.dir, uid);
         let path = match fs::remove_file(&path) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -369,7 +423,7 @@ impl MaildirMaildrop {
                 return Err(e.to_string());
             }
             // Moved since login, or already gone (another program removed it: what was asked).
-            Err(_) => match self.find_moved(file_ref) {
+            Err(_) => match self.find_moved(file_ref, uid) {
                 Some(moved) => moved,
                 None => return Ok(()),
             },
@@ -443,12 +497,16 @@ fn scan(dir: &Path, sizes: &SizeCache) -> io::Result<(Vec<MessageInfo>, Vec<File
     // Not `collect()`: that would reuse `found`'s allocation, sized for the larger `Found`s
     // and their spare capacity, for as long as the listing is kept.
     let mut files = Vec::with_capacity(found.len());
-    files.extend(found.into_iter().map(|f| FileRef {
-        in_new: f.sub == "new",
-        name: f.name.into_boxed_str(),
-        stamp: f.stamp,
-        born: f.born,
-        size_from_name: f.from_name,
+    files.extend(found.into_iter().zip(&messages).map(|(f, message)| {
+        let (name, flags) = FileRef::compact(f.name, &message.uid);
+        FileRef {
+            in_new: f.sub == "new",
+            name,
+            flags,
+            stamp: f.stamp,
+            born: f.born,
+            size_from_name: f.from_name,
+        }
     }));
     Ok((messages, files))
 }
@@ -754,6 +812,39 @@ mod tests {
         assert_eq!(later, [2, 4, 5]);
         assert!(later_duplicates(&[info("x"), info("y")]).is_empty());
         assert!(later_duplicates(&[]).is_empty());
+    }
+
+    #[test]
+    fn b26_a_compacted_file_name_gives_back_the_name() {
+        let uid = "1700000000.M1P2.host,S=12";
+        for name in [
+            uid,
+            "1700000000.M1P2.host,S=12:2,",
+            "1700000000.M1P2.host,S=12:2,S",
+            "1700000000.M1P2.host,S=12:2,FRS",
+            "1700000000.M1P2.host,S=12:2,SR",
+            "1700000000.M1P2.host,S=12:2,SS",
+            "1700000000.M1P2.host,S=12:2,Sa",
+            "1700000000.M1P2.host,S=12:1,x",
+            "1700000000.M1P2.host,S=12x",
+            "h0123456789abcdef0123456789abcdef",
+        ] {
+            let (kept, flags) = FileRef::compact(name.to_string(), uid);
+            let file = FileRef {
+                in_new: false,
+                name: kept,
+                flags,
+                stamp: None,
+                born: None,
+                size_from_name: false,
+            };
+            let (head, info) = file.name(uid);
+            assert_eq!(format!("{head}{info}"), name);
+            let path = file.path(Path::new("/m/u"), uid);
+            assert_eq!(path, Path::new("/m/u/cur").join(name));
+        }
+        let (kept, _) = FileRef::compact(format!("{uid}:2,RS"), uid);
+        assert!(kept.is_empty(), "the usual name keeps nothing on the heap");
     }
 
     #[test]
