@@ -263,17 +263,9 @@ impl FileRef {
     /// unique-id, flags out of order or in lowercase, an experimental `:1,` info part) keeps
     /// the whole name, so the file is always looked for under the name it had.
     fn compact(name: String, uid: &str) -> (Box<str>, u32) {
-        let info = name.strip_prefix(uid);
-        let flags = info.and_then(|info| match info.strip_prefix(":2,") {
-            _ if info.is_empty() => Some(NO_INFO),
-            Some(letters) => letters.bytes().try_fold(HAS_INFO, |bits, b| {
-                b.is_ascii_uppercase().then(|| bits | (1 << (b - b'A')))
-            }),
-            None => None,
-        });
-        match (info, flags) {
-            (Some(info), Some(flags)) if info_part(flags) == info => ("".into(), flags),
-            _ => (name.into_boxed_str(), NO_INFO),
+        match name.strip_prefix(uid).and_then(info_flags) {
+            Some(flags) => ("".into(), flags),
+            None => (name.into_boxed_str(), NO_INFO),
         }
     }
 
@@ -299,6 +291,19 @@ impl FileRef {
         path.as_mut_os_string().push(info);
         path
     }
+}
+
+/// The flags that stand for `info`, the part of a file name after its unique-id, if they give
+/// it back exactly: empty, or `:2,` and distinct upper-case flag letters in ASCII order.
+fn info_flags(info: &str) -> Option<u32> {
+    let flags = match info.strip_prefix(":2,") {
+        _ if info.is_empty() => Some(NO_INFO),
+        Some(letters) => letters.bytes().try_fold(HAS_INFO, |bits, b| {
+            b.is_ascii_uppercase().then(|| bits | (1 << (b - b'A')))
+        }),
+        None => None,
+    }?;
+    (info_part(flags) == info).then_some(flags)
 }
 
 /// The info part that `flags` stands for: empty, or `:2,` and the flag letters in ASCII order
@@ -480,34 +485,55 @@ fn scan(dir: &Path, sizes: &SizeCache) -> io::Result<(Vec<MessageInfo>, Vec<File
     found.retain(|f| f.size.is_some());
     found.sort_unstable_by(|a, b| (a.delivered, &a.name).cmp(&(b.delivered, &b.name)));
 
-    let mut messages: Vec<MessageInfo> = found
-        .iter()
-        .map(|f| MessageInfo {
-            size: f.size.unwrap_or(0),
-            uid: uid_for(unique_name(&f.name)),
-            delivered: f.delivered,
-        })
-        .collect();
-    // The same unique name twice (in new/ and cur/, or with two sets of flags) should not
-    // happen, but two messages must never share a unique-id: the later one is named by its
-    // folder and file name instead.
-    for i in later_duplicates(&messages) {
-        messages[i].uid = hashed_uid(&format!("{}/{}", found[i].sub, found[i].name));
-    }
     // Not `collect()`: that would reuse `found`'s allocation, sized for the larger `Found`s
     // and their spare capacity, for as long as the listing is kept.
+    let mut messages = Vec::with_capacity(found.len());
     let mut files = Vec::with_capacity(found.len());
-    files.extend(found.into_iter().zip(&messages).map(|(f, message)| {
-        let (name, flags) = FileRef::compact(f.name, &message.uid);
-        FileRef {
+    for f in found {
+        let unique = unique_name(&f.name);
+        let (uid, name, flags) = match info_flags(&f.name[unique.len()..]) {
+            // The usual name: a valid unique-id and standard flags. The name's own allocation
+            // becomes the unique-id and the file keeps only the flags: no second copy, and no
+            // name allocated at login only to be freed (a small freed chunk stays in the session
+            // thread's malloc cache for as long as the session idles).
+            Some(flags) if valid_uid(unique) => {
+                let len = unique.len();
+                let mut uid = f.name;
+                uid.truncate(len);
+                (uid, Box::default(), flags)
+            }
+            _ => {
+                let uid = uid_for(unique);
+                let (name, flags) = FileRef::compact(f.name, &uid);
+                (uid, name, flags)
+            }
+        };
+        messages.push(MessageInfo {
+            size: f.size.unwrap_or(0),
+            uid,
+            delivered: f.delivered,
+        });
+        files.push(FileRef {
             in_new: f.sub == "new",
             name,
             flags,
             stamp: f.stamp,
             born: f.born,
             size_from_name: f.from_name,
-        }
-    }));
+        });
+    }
+    // The same unique name twice (in new/ and cur/, or with two sets of flags) should not
+    // happen, but two messages must never share a unique-id: the later one is named by its
+    // folder and file name instead, and so keeps its whole name.
+    for i in later_duplicates(&messages) {
+        let file = &mut files[i];
+        let (head, info) = file.name(&messages[i].uid);
+        let name = format!("{head}{info}");
+        let sub = if file.in_new { "new" } else { "cur" };
+        messages[i].uid = hashed_uid(&format!("{sub}/{name}"));
+        file.name = name.into_boxed_str();
+        file.flags = NO_INFO;
+    }
     Ok((messages, files))
 }
 // ANCHOR_END: scan
@@ -746,13 +772,15 @@ fn delivery_time(name: &str) -> Option<u64> {
 /// already are; a name that is not (too long, spaces, non-ASCII) gets a hash of itself instead,
 /// which is just as stable.
 fn uid_for(unique: &str) -> String {
-    let valid =
-        (1..=70).contains(&unique.len()) && unique.bytes().all(|b| (0x21..=0x7e).contains(&b));
-    if valid {
+    if valid_uid(unique) {
         unique.to_string()
     } else {
         hashed_uid(unique)
     }
+}
+
+fn valid_uid(unique: &str) -> bool {
+    (1..=70).contains(&unique.len()) && unique.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
 /// `h` and 32 hex digits: two 64-bit FNV-1a hashes with different starting points. Not for

@@ -86,3 +86,56 @@ fn b19_many_unnamed_messages_are_counted_exactly() {
     let mut c = server.login("dora", "explorer");
     assert_eq!(c.cmd("STAT"), format!("+OK 1500 {total}"));
 }
+
+#[test]
+fn b26_one_unique_name_twice_gives_two_ids_and_each_file_is_sent_and_removed() {
+    // The same unique name in new/ and cur/ (a copy a mail reader left behind): both are
+    // listed, under two different unique-ids, and each RETR and DELE reaches its own file.
+    let server = server_with_users(USERS, test_config());
+    server.deliver(
+        "dora",
+        "new",
+        "1700000000.M9P1.host",
+        b"Subject: new\n\nin new\n",
+    );
+    server.deliver(
+        "dora",
+        "cur",
+        "1700000000.M9P1.host:2,S",
+        b"Subject: cur\n\nin cur\n",
+    );
+    let mut c = server.login("dora", "explorer");
+    assert!(c.cmd("UIDL").starts_with("+OK"));
+    let ids = String::from_utf8_lossy(&c.multiline()).into_owned();
+    let ids: Vec<&str> = ids
+        .lines()
+        .map(|l| l.split(' ').nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_ne!(ids[0], ids[1], "two messages must not share a unique-id");
+    assert!(ids.contains(&"1700000000.M9P1.host"), "{ids:?}");
+    let mut bodies = Vec::new();
+    for n in 1..=2 {
+        assert!(c.cmd(&format!("RETR {n}")).starts_with("+OK"));
+        bodies.push(String::from_utf8_lossy(&c.multiline()).into_owned());
+    }
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        [
+            "Subject: cur\r\n\r\nin cur\r\n",
+            "Subject: new\r\n\r\nin new\r\n"
+        ]
+    );
+    assert!(c.cmd("DELE 2").starts_with("+OK"));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    let mut c = server.login("dora", "explorer");
+    assert_eq!(
+        c.cmd("STAT").split(' ').nth(1),
+        Some("1"),
+        "one file removed"
+    );
+    assert!(c.cmd("RETR 1").starts_with("+OK"));
+    let left = String::from_utf8_lossy(&c.multiline()).into_owned();
+    assert!(bodies.contains(&left), "{left:?}");
+}
