@@ -249,8 +249,8 @@ pub fn write_message_plain<R: BufRead, W: Write>(
 /// Lines are never held whole: the input is scanned a buffer at a time, so a message with one
 /// 50 MB line costs no more memory than one with short lines. All the whole lines of one input
 /// buffer are converted in one tight loop into a staging buffer, which goes to `out` in writes of
-/// about [`STAGE`] octets: per line, the work is finding its LF (eight octets at a time) and one
-/// copy.
+/// about [`STAGE`] octets: per line, the work is finding its LF (64 octets at a time, in
+/// [`octet_map`]) and one copy.
 pub fn write_message<R: BufRead, W: Write>(
     input: &mut R,
     out: &mut W,
@@ -579,8 +579,9 @@ fn block_at(bytes: &[u8], at: usize) -> [u8; 64] {
 
 // ANCHOR: line_ends
 /// Marks the octets of `word` (eight octets, little-endian) that equal `byte`: the result has the
-/// top bit of each such octet set, and no other bit. Every octet of every message passes through
-/// here, so this is the one place that looks at eight octets at a time instead of one.
+/// top bit of each such octet set, and no other bit. The careful path (`LineEnds`, for TOP and
+/// for lines cut by a buffer's edge) and [`octet_map_portable`] look at eight octets at a time
+/// through here.
 ///
 /// XOR with eight copies of `byte` turns the wanted octets into zero. For each octet, adding
 /// 0x7f to its low seven bits sets its top bit unless those bits are all zero (and never carries
