@@ -559,9 +559,12 @@ fn convert_counting_lines<R: BufRead, W: Write>(
     Ok(line.octets)
 }
 
-/// How much converted message collects before it is written: large enough for few system
-/// calls, small enough to stay in the CPU's cache.
-const STAGE: usize = 256 * 1024;
+/// How much converted message collects before it is written. Each write wakes the client once
+/// (when it waits for data, as it does while the server converts), and on loopback that wake-up
+/// costs the sender about as much as the copy: 1 MiB per write spent about a tenth less CPU per
+/// MB of a large RETR than 256 KiB did, and 4 MiB spent more, as the buffers outgrow the cache
+/// (docs/performance.md, round 2). A message up to one input buffer (256 KiB) goes in one write.
+const STAGE: usize = 1024 * 1024;
 
 /// Where we are inside the current output line.
 #[derive(Default)]
