@@ -971,9 +971,12 @@ mod tests {
                     _ => next() % 140,
                 };
                 for _ in 0..len {
-                    let octet = match next() % (3 + round % 9) {
+                    let octet = match next() % (4 + round % 9) {
                         0 => b'.',
                         1 => b'\r',
+                        // Any octet at all, now and then: zero, the top bit set, LF's neighbours.
+                        2 => [0, 0x09, 0x0b, 0x0c, 0x2d, 0x2f, 0x8a, 0x8d, 0xae, 0xff]
+                            [(next() % 10) as usize],
                         _ => b'a' + (next() % 26) as u8,
                     };
                     lines.push(octet);
@@ -981,6 +984,13 @@ mod tests {
                 if next() % 3 == 0 {
                     lines.push(b'\r');
                 }
+                lines.push(b'\n');
+            }
+            // Every length around the 32- and 64-octet steps, not only by chance.
+            if round < 200 {
+                let len =
+                    [31, 32, 33, 63, 64, 65, 95, 96, 97, 127, 128, 129][(round % 12) as usize];
+                lines.resize(len - 1, b'.');
                 lines.push(b'\n');
             }
             let before = vec![b'x'; (next() % 70) as usize];
