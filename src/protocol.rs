@@ -339,8 +339,9 @@ fn convert_lines(lines: &[u8], staged: &mut Vec<u8>) -> u64 {
 // ANCHOR_END: convert_lines
 
 // ANCHOR: convert_whole_lines
-/// The line-by-line fast path of [`write_message`] (see [`convert_lines`]): `lines` starts at the start of a line and ends with an
-/// LF, and all of it goes to `staged` converted. Returns the octets sent, stuffing not counted.
+/// The line-by-line fast path of [`write_message`] (see [`convert_lines`]): `lines` starts at
+/// the start of a line and ends with an LF, and all of it goes to `staged` converted. Returns
+/// the octets sent, stuffing not counted.
 ///
 /// It does what [`write_message_plain`] does, line by line, but finds the lines a different
 /// way: [`octet_map`] looks at 64 octets at once and returns where the LFs among them are, one bit
