@@ -1,8 +1,8 @@
 //! The exclusive lock on a Maildir (RFC 1939 §4), held without an open file per session.
 //!
 //! The lock file `popstate.lock` in the user's folder *names* its holder: one line with the
-//! process id, the process's start time, the boot it runs in and a session number. An empty
-//! file means free. Reading and changing that line is done under a short `flock` on the file
+//! process id, the process's start time, the boot it runs in and a session number. A file
+//! that is empty or blank means free. Reading and changing that line is done under a short `flock` on the file
 //! (`File::try_lock`), taken for the few system calls of a login or a logout and then dropped
 //! with the descriptor, so two popstate processes never both see the maildrop free, and a
 //! logged-in session holds no descriptor for its lock: one file per session, its socket.
@@ -15,15 +15,16 @@
 //!
 //! The file only tells processes apart. Sessions of this process are told apart by [`HELD`],
 //! the lock files this process holds now, keyed by device and inode so that two spellings of
-//! one path are one lock.
+//! one path are one lock. An entry whose file has been deleted holds nothing any more: a new
+//! file may get its inode number (see [`take`]).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fs::{self, File, TryLockError};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::Duration;
 
@@ -44,7 +45,14 @@ const FLOCK_WAIT: Duration = Duration::from_secs(1);
 /// The lock files this process holds, by device and inode. Process-wide on purpose: the lock
 /// file names a process, not a store, so two stores in one process over the same folders
 /// must see each other's sessions.
-static HELD: Mutex<BTreeSet<(u64, u64)>> = Mutex::new(BTreeSet::new());
+static HELD: Mutex<BTreeMap<(u64, u64), Held>> = Mutex::new(BTreeMap::new());
+
+/// Who holds an entry of [`HELD`]: the session, and the path it locked by.
+struct Held {
+    session: u64,
+    /// Shared with the session's [`MaildropLock`]: an idle session costs no second copy.
+    path: Arc<Path>,
+}
 
 /// Numbers this process's sessions, so a logout empties only the line it wrote.
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
@@ -52,8 +60,9 @@ static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
 /// A held maildrop lock; dropping it (a panic's unwinding included) releases it.
 pub struct MaildropLock {
-    path: PathBuf,
+    path: Arc<Path>,
     id: (u64, u64),
+    session: u64,
     line: String,
 }
 
@@ -133,7 +142,7 @@ impl MaildropLock {
     /// Locks the Maildir `dir` for one session: `InUse` when a session of this or another
     /// popstate process holds it, `Temporary` when the lock file cannot be made or written.
     pub fn acquire(dir: &Path) -> Result<MaildropLock, OpenError> {
-        let path = dir.join(LOCK_FILE);
+        let path: Arc<Path> = dir.join(LOCK_FILE).into();
         let file = File::options()
             .read(true)
             .write(true)
@@ -145,8 +154,9 @@ impl MaildropLock {
         // no other popstate can change while we hold the `flock`.
         flock(&file)?;
         let (id, len) = file_id(&file).map_err(|e| temporary(&path, "read", e))?;
+        let session = SESSIONS.fetch_add(1, Ordering::Relaxed);
         // First among this process's sessions; the file then decides among processes.
-        if !held().insert(id) {
+        if !take(id, session, &path) {
             return Err(OpenError::InUse);
         }
         let (pid, start, boot) = this_process();
@@ -154,28 +164,33 @@ impl MaildropLock {
             pid: *pid,
             start: *start,
             boot: boot.clone(),
-            session: SESSIONS.fetch_add(1, Ordering::Relaxed),
+            session,
         };
         // Not through `Drop` on failure: `release` would wait for the `flock` that `file`
         // still holds, and there is no line of ours to empty anyway.
-        let line = me.line();
+        let line = padded(me.line(), len);
         if let Err(e) = claim(&file, len, &me, &line, &path) {
-            held().remove(&id);
+            let_go(id, session);
             return Err(e);
         }
         // Closing the file drops the `flock`; the line holds the lock from now on.
-        Ok(MaildropLock { path, id, line })
+        Ok(MaildropLock {
+            path,
+            id,
+            session,
+            line,
+        })
     }
 }
 
 /// Under the `flock`: decides whether the line in the file (`len` octets) leaves the maildrop
 /// free, and if so writes `line`, the one of `me`, in its place.
 fn claim(file: &File, len: u64, me: &Holder, line: &str, path: &Path) -> Result<(), OpenError> {
-    // A free maildrop's file is empty: nothing to read, nothing to cut.
+    // A new lock file is empty: nothing to read.
     if len > 0 {
         let text = read_line(file, len).map_err(|e| temporary(path, "read", e))?;
         match Holder::parse(&text) {
-            // An unreadable line can only be a write cut short by a crash.
+            // Blank: released. Unreadable: a write cut short by a crash.
             None => {}
             // Ours but not in the table: a logout of ours that could not empty the file.
             Some(old) if (old.pid, old.start, &old.boot) == (me.pid, me.start, &me.boot) => {}
@@ -186,7 +201,10 @@ fn claim(file: &File, len: u64, me: &Holder, line: &str, path: &Path) -> Result<
                 old.pid
             ),
         }
-        file.set_len(0).map_err(|e| temporary(path, "write", e))?;
+        // `line` covers the old text (see `padded`), except in a file too long to be a line.
+        if len > line.len() as u64 {
+            file.set_len(0).map_err(|e| temporary(path, "write", e))?;
+        }
     }
     // At offset 0 whatever was read: no `lseek` first.
     file.write_all_at(line.as_bytes(), 0)
@@ -202,7 +220,7 @@ fn temporary(path: &Path, what: &str, e: io::Error) -> OpenError {
 
 // ANCHOR: release
 impl Drop for MaildropLock {
-    /// Empties the lock file if it still holds this session's line. Runs however the session
+    /// Blanks the lock file if it still holds this session's line. Runs however the session
     /// ends, a panic included; only a crash of the whole process skips it, and then the line
     /// names a process that has ended.
     fn drop(&mut self) {
@@ -210,12 +228,12 @@ impl Drop for MaildropLock {
             warn!("cannot release the lock {}: {why}", self.path.display());
         }
         // Only after the file: a session of ours that finds the table free finds the file free.
-        held().remove(&self.id);
+        let_go(self.id, self.session);
     }
 }
 
 impl MaildropLock {
-    /// Empties the lock file if it still holds this session's line.
+    /// Blanks the lock file if it still holds this session's line.
     fn release(&self) -> Result<(), String> {
         let file = File::options()
             .read(true)
@@ -231,14 +249,54 @@ impl MaildropLock {
         if text != self.line {
             return Err(format!("it names another holder now: {}", text.trim()));
         }
-        file.set_len(0).map_err(|e| e.to_string())
+        // Spaces over the line, not `ftruncate`: cutting the file frees its page of the page
+        // cache and the next login's write takes a new one, which cost a short session (20
+        // messages) more than 1 % of its CPU (docs/performance.md, round 2).
+        let blank = format!("{}\n", " ".repeat(self.line.len().saturating_sub(1)));
+        file.write_all_at(blank.as_bytes(), 0)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// `line` with spaces before its LF up to `len` octets, so that writing it covers all the text
+/// a file of `len` octets has: the file is never cut shorter (see `release`).
+fn padded(line: String, len: u64) -> String {
+    match usize::try_from(len) {
+        Ok(len) if len > line.len() && len <= MAX_LINE as usize => {
+            format!("{}{}\n", line.trim_end(), " ".repeat(len - line.len()))
+        }
+        _ => line,
     }
 }
 // ANCHOR_END: release
 
 /// The table of held lock files; nothing panics while holding it, so a poisoned one is whole.
-fn held() -> MutexGuard<'static, BTreeSet<(u64, u64)>> {
+fn held() -> MutexGuard<'static, BTreeMap<(u64, u64), Held>> {
     HELD.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Enters the lock file `id` at `path` in [`HELD`] for `session`; false when a session of this
+/// process holds it. A session keeps no descriptor of its lock file, so the file can be
+/// deleted under it (the user's folder removed) and its inode number given to a new file: an
+/// entry whose path no longer leads to `id` is such a leftover, and the new file is free.
+fn take(id: (u64, u64), session: u64, path: &Arc<Path>) -> bool {
+    let mut held = held();
+    if let Some(other) = held.get(&id)
+        && fs::metadata(&other.path).is_ok_and(|m| (m.dev(), m.ino()) == id)
+    {
+        return false;
+    }
+    let path = Arc::clone(path);
+    held.insert(id, Held { session, path });
+    true
+}
+
+/// Removes `session`'s entry for `id` from [`HELD`], and nothing that took its place.
+fn let_go(id: (u64, u64), session: u64) {
+    let mut held = held();
+    if held.get(&id).is_some_and(|h| h.session == session) {
+        held.remove(&id);
+    }
 }
 
 /// Takes the short `flock`, retrying for up to [`FLOCK_WAIT`]: another popstate holds it for
@@ -324,6 +382,29 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_left_by_a_deleted_lock_file_does_not_hold_a_new_file_with_its_inode() {
+        let dir = std::env::temp_dir().join(format!("popstate-reuse-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.join(LOCK_FILE), "").expect("write");
+        let (id, _) = file_id(&File::open(dir.join(LOCK_FILE)).expect("open")).expect("fstat");
+        // As if a session had locked another folder's file with this inode, and the folder
+        // had been removed since.
+        let gone = Held {
+            session: u64::MAX,
+            path: dir.join("removed-folder").join(LOCK_FILE).into(),
+        };
+        held().insert(id, gone);
+        let lock = MaildropLock::acquire(&dir).expect("the old entry holds nothing");
+        assert!(matches!(MaildropLock::acquire(&dir), Err(OpenError::InUse)));
+        // The old session's end leaves the new session's entry alone.
+        let_go(id, u64::MAX);
+        assert!(matches!(MaildropLock::acquire(&dir), Err(OpenError::InUse)));
+        drop(lock);
+        MaildropLock::acquire(&dir).expect("free after the new session");
+        fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
     fn a_maildrop_held_by_another_process_is_refused_at_once_and_left_as_it_was() {
         let dir = std::env::temp_dir().join(format!("popstate-lock-{}", std::process::id()));
         fs::create_dir_all(&dir).expect("mkdir");
@@ -346,8 +427,26 @@ mod tests {
         let held = fs::read_to_string(dir.join(LOCK_FILE)).expect("read");
         assert_eq!(held, lock.line);
         assert!(matches!(MaildropLock::acquire(&dir), Err(OpenError::InUse)));
+        let len = lock.line.len();
         drop(lock);
-        assert_eq!(fs::read_to_string(dir.join(LOCK_FILE)).expect("read"), "");
+        let blank = fs::read_to_string(dir.join(LOCK_FILE)).expect("read");
+        assert_eq!(blank.len(), len, "released in place: {blank:?}");
+        assert!(blank.trim().is_empty(), "{blank:?}");
+
+        // A shorter line covers all of a longer one, so the file still says who holds it.
+        let gone = "a-boot-of-long-ago".repeat(4);
+        let long = format!("{} {} {gone} 99999999999\n", std::process::id(), 1);
+        fs::write(dir.join(LOCK_FILE), &long).expect("write");
+        let lock = MaildropLock::acquire(&dir).expect("its holder has ended");
+        let held = fs::read_to_string(dir.join(LOCK_FILE)).expect("read");
+        assert_eq!(held.len(), long.len(), "{held:?}");
+        assert_eq!(held, lock.line);
+        assert_eq!(
+            Holder::parse(&held).map(|h| h.pid),
+            Some(std::process::id())
+        );
+        drop(lock);
+        fs::write(dir.join(LOCK_FILE), "").expect("empty");
 
         // A release empties only its own line: here someone else wrote theirs meanwhile.
         let lock = MaildropLock::acquire(&dir).expect("free again");
