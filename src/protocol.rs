@@ -478,9 +478,13 @@ mod expand {
                     let new = _mm512_mask_blend_epi8(stuffed, cr_octets, dot_octets);
                     _mm512_maskz_expand_epi8(!kept, _mm512_maskz_compress_epi8(insert, new))
                 };
-                // SAFETY: as above; `count` octets from `half` are inside `octets`.
-                let input = unsafe {
-                    _mm512_maskz_loadu_epi8(first(count), from.wrapping_add(half).cast())
+                // The expand takes the first 32 places of its input: for the first half that
+                // is the block as loaded, for the second the block's upper 32 octets again.
+                let input = if half == 0 {
+                    input
+                } else {
+                    // SAFETY: as above; `count` octets from `half` are inside `octets`.
+                    unsafe { _mm512_maskz_loadu_epi8(first(count), from.wrapping_add(half).cast()) }
                 };
                 let output = _mm512_mask_expand_epi8(fill, kept, input);
                 // SAFETY: `written` is at most twice the octets converted so far, so these 64
