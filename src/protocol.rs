@@ -436,67 +436,131 @@ mod expand {
         staged.reserve(2 * lines.len() + 64);
         let start = staged.len();
         let to = staged.spare_capacity_mut().as_mut_ptr().cast::<u8>();
-        let (lf_octets, cr_octets, dot_octets) = (
-            _mm512_set1_epi8(b'\n' as i8),
-            _mm512_set1_epi8(b'\r' as i8),
-            _mm512_set1_epi8(b'.' as i8),
-        );
-        // `fn stuffed` decides stuffing for both paths (exercise 3 switches it off there).
-        let stuffing = if super::stuffed(b'.') { u64::MAX } else { 0 };
-        // The octet before the current 64, as bit 0 of a map: `lines` starts a line, as if
-        // just after an LF.
-        let (mut cr_before, mut lf_before) = (0, 1);
-        let (mut written, mut dots) = (0, 0);
-        for (block, octets) in lines.chunks(64).enumerate() {
-            let from = lines[64 * block..].as_ptr();
-            // A load of the block's octets (fewer at the end), zeros in the other places: a
-            // zero is neither LF, CR nor dot, so it never gets an insertion.
-            // SAFETY: the mask loads only `octets`, which lie inside `lines`.
-            let input = unsafe { _mm512_maskz_loadu_epi8(first(octets.len()), from.cast()) };
-            let lf = _mm512_cmpeq_epi8_mask(input, lf_octets);
-            let cr = _mm512_cmpeq_epi8_mask(input, cr_octets);
-            let dot = _mm512_cmpeq_epi8_mask(input, dot_octets);
-            // The maps moved up one place say what the octet before each octet is.
-            let bare_lf = lf & !((cr << 1) | cr_before);
-            let stuffed = dot & ((lf << 1) | lf_before) & stuffing;
-            (cr_before, lf_before) = (cr >> 63, lf >> 63);
-            dots += stuffed.count_ones() as usize;
-            for half in [0, 32] {
-                let count = octets.len().saturating_sub(half).min(32);
-                let insert = (bare_lf | stuffed) >> half & first(32);
-                // Where the 32 input octets land among 64 output places, as a map. Give every
-                // input octet two places, a gap and itself (`pdep` spreads `insert` over the
-                // even bits, the odd bits are the octets), then drop the gaps that get no
-                // octet: `pext` keeps the bits of that pattern where something is, in order.
-                const ODD: u64 = 0xAAAA_AAAA_AAAA_AAAA;
-                let kept = _pext_u64(ODD, _pdep_u64(insert, !ODD) | ODD);
-                // What fills the gaps: CRs, or where a line is stuffed, dots among them.
-                let stuffed = stuffed >> half & first(32);
-                let fill = if stuffed == 0 {
-                    cr_octets
-                } else {
-                    let new = _mm512_mask_blend_epi8(stuffed, cr_octets, dot_octets);
-                    _mm512_maskz_expand_epi8(!kept, _mm512_maskz_compress_epi8(insert, new))
-                };
-                // The expand takes the first 32 places of its input: for the first half that
-                // is the block as loaded, for the second the block's upper 32 octets again.
-                let input = if half == 0 {
-                    input
-                } else {
-                    // SAFETY: as above; `count` octets from `half` are inside `octets`.
-                    unsafe { _mm512_maskz_loadu_epi8(first(count), from.wrapping_add(half).cast()) }
-                };
-                let output = _mm512_mask_expand_epi8(fill, kept, input);
-                // SAFETY: `written` is at most twice the octets converted so far, so these 64
-                // octets lie inside the capacity reserved above.
-                unsafe { _mm512_storeu_si512(to.add(written).cast(), output) };
-                written += count + insert.count_ones() as usize;
+        let mut maps = Maps::new();
+        let mut written = 0;
+        // Whole blocks first, with plain loads and no lengths to mask by: this loop is where
+        // the time goes, and it runs 1.2 to 1.5 times as fast as one that masks every load.
+        let (blocks, tail) = lines.as_chunks::<64>();
+        for block in blocks {
+            // SAFETY: 64 octets at `block`, and 32 from its middle, all inside `lines`. The
+            // second load fills the lower 32 places, which are all that `put_half` uses.
+            let (input, upper) = unsafe {
+                let upper = _mm256_loadu_si256(block[32..].as_ptr().cast());
+                (
+                    _mm512_loadu_si512(block.as_ptr().cast()),
+                    _mm512_zextsi256_si512(upper),
+                )
+            };
+            let (insert, stuffed) = maps.insertions(input);
+            // SAFETY (both): `written` is at most twice the octets converted so far, so the
+            // 64 octets stored lie inside the capacity reserved above.
+            written += 32 + unsafe { put_half(to.add(written), input, insert, stuffed, &maps) };
+            let (insert, stuffed) = (insert >> 32, stuffed >> 32);
+            written += 32 + unsafe { put_half(to.add(written), upper, insert, stuffed, &maps) };
+        }
+        // The last octets: a load of only those, zeros in the other places. A zero is neither
+        // LF, CR nor dot, so it never gets an insertion.
+        if !tail.is_empty() {
+            // SAFETY: the mask loads only `tail`'s octets, which lie inside `lines`.
+            let input = unsafe { _mm512_maskz_loadu_epi8(first(tail.len()), tail.as_ptr().cast()) };
+            let (insert, stuffed) = maps.insertions(input);
+            let (low, high) = (tail.len().min(32), tail.len().saturating_sub(32));
+            // SAFETY: as above.
+            written += low + unsafe { put_half(to.add(written), input, insert, stuffed, &maps) };
+            if high > 0 {
+                // The upper 32 places moved down (64-bit lanes 2 and 3 to 0 and 1).
+                let upper = _mm512_shuffle_i64x2::<0b11_10_11_10>(input, input);
+                let (insert, stuffed) = (insert >> 32, stuffed >> 32);
+                // SAFETY: as above.
+                written +=
+                    high + unsafe { put_half(to.add(written), upper, insert, stuffed, &maps) };
             }
         }
         // SAFETY: each store wrote 64 octets from where the previous one's count ended, more
         // than its 32 octets and their insertions, so every octet up to `written` was stored.
         unsafe { staged.set_len(start + written) };
-        (written - dots) as u64
+        (written - maps.dots) as u64
+    }
+
+    /// The octets to compare against, and what one block leaves for the next.
+    struct Maps {
+        lf: __m512i,
+        cr: __m512i,
+        dot: __m512i,
+        /// `fn stuffed` decides stuffing for both paths (exercise 3 switches it off there).
+        stuffing: u64,
+        /// The octet before the current 64, as bit 0 of a map: `lines` starts a line, as if
+        /// just after an LF.
+        cr_before: u64,
+        lf_before: u64,
+        /// Stuffing dots written so far: they are not counted as octets sent.
+        dots: usize,
+    }
+
+    impl Maps {
+        #[target_feature(enable = "avx512f")]
+        fn new() -> Maps {
+            Maps {
+                lf: _mm512_set1_epi8(b'\n' as i8),
+                cr: _mm512_set1_epi8(b'\r' as i8),
+                dot: _mm512_set1_epi8(b'.' as i8),
+                stuffing: if super::stuffed(b'.') { u64::MAX } else { 0 },
+                cr_before: 0,
+                lf_before: 1,
+                dots: 0,
+            }
+        }
+
+        /// Where 64 octets get an octet in front (a CR or a dot), and where a dot: two maps,
+        /// one bit per octet.
+        #[target_feature(enable = "avx512f,avx512bw,popcnt")]
+        fn insertions(&mut self, input: __m512i) -> (u64, u64) {
+            let lf = _mm512_cmpeq_epi8_mask(input, self.lf);
+            let cr = _mm512_cmpeq_epi8_mask(input, self.cr);
+            let dot = _mm512_cmpeq_epi8_mask(input, self.dot);
+            // The maps moved up one place say what the octet before each octet is.
+            let bare_lf = lf & !((cr << 1) | self.cr_before);
+            let stuffed = dot & ((lf << 1) | self.lf_before) & self.stuffing;
+            (self.cr_before, self.lf_before) = (cr >> 63, lf >> 63);
+            self.dots += stuffed.count_ones() as usize;
+            (bare_lf | stuffed, stuffed)
+        }
+    }
+
+    /// Writes the first 32 octets of `input` to `to` with the insertions of the lower 32 bits
+    /// of `insert` (a dot where `stuffed` says so, else a CR), as one 64-octet store. Returns
+    /// how many octets it inserted.
+    ///
+    /// # Safety
+    /// 64 octets at `to` must be writable.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi2,bmi2,popcnt")]
+    unsafe fn put_half(
+        to: *mut u8,
+        input: __m512i,
+        insert: u64,
+        stuffed: u64,
+        maps: &Maps,
+    ) -> usize {
+        let (insert, stuffed) = (insert & first(32), stuffed & first(32));
+        // Where the 32 input octets land among 64 output places, as a map. Give every input
+        // octet two places, a gap and itself (`pdep` spreads `insert` over the even bits, the
+        // odd bits are the octets), then drop the gaps that get no octet: `pext` keeps the bits
+        // of that pattern where something is, in order.
+        const ODD: u64 = 0xAAAA_AAAA_AAAA_AAAA;
+        let kept = _pext_u64(ODD, _pdep_u64(insert, !ODD) | ODD);
+        // What fills the gaps: CRs, or where a line is stuffed, dots among them.
+        let fill = if stuffed == 0 {
+            maps.cr
+        } else {
+            let new = _mm512_mask_blend_epi8(stuffed, maps.cr, maps.dot);
+            _mm512_maskz_expand_epi8(!kept, _mm512_maskz_compress_epi8(insert, new))
+        };
+        // The expand takes the first 32 places of `input`, one for each bit of `kept`.
+        let output = _mm512_mask_expand_epi8(fill, kept, input);
+        // SAFETY: the caller's promise.
+        unsafe { _mm512_storeu_si512(to.cast(), output) };
+        insert.count_ones() as usize
     }
 
     /// A map of the first `n` places (`n` at most 64).
