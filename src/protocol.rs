@@ -468,7 +468,7 @@ mod expand {
             // SAFETY: as above.
             written += low + unsafe { put_half(to.add(written), input, insert, stuffed, &maps) };
             if high > 0 {
-                // The upper 32 places moved down (64-bit lanes 2 and 3 to 0 and 1).
+                // The upper 32 places moved down (128-bit lanes 2 and 3 to 0 and 1).
                 let upper = _mm512_shuffle_i64x2::<0b11_10_11_10>(input, input);
                 let (insert, stuffed) = (insert >> 32, stuffed >> 32);
                 // SAFETY: as above.
