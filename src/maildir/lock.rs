@@ -2,10 +2,11 @@
 //!
 //! The lock file `popstate.lock` in the user's folder *names* its holder: one line with the
 //! process id, the process's start time, the boot it runs in and a session number. A file
-//! that is empty or blank means free. Reading and changing that line is done under a short `flock` on the file
-//! (`File::try_lock`), taken for the few system calls of a login or a logout and then dropped
-//! with the descriptor, so two popstate processes never both see the maildrop free, and a
-//! logged-in session holds no descriptor for its lock: one file per session, its socket.
+//! that is empty or blank means free. Reading and changing that line is done under a short
+//! `flock` on the file (`File::try_lock`), taken for the few system calls of a login or a
+//! logout and then dropped with the descriptor, so two popstate processes never both see the
+//! maildrop free, and a logged-in session holds no descriptor for its lock: one file per
+//! session, its socket.
 //!
 //! A holder that has ended leaves its line behind (a crash runs no destructor), so a line only
 //! counts while its process still runs: the same pid with the same start time (field 22 of
@@ -54,7 +55,7 @@ struct Held {
     path: Arc<Path>,
 }
 
-/// Numbers this process's sessions, so a logout empties only the line it wrote.
+/// Numbers this process's sessions, so a logout blanks only the line it wrote.
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
 // ANCHOR_END: held
 
@@ -167,7 +168,7 @@ impl MaildropLock {
             session,
         };
         // Not through `Drop` on failure: `release` would wait for the `flock` that `file`
-        // still holds, and there is no line of ours to empty anyway.
+        // still holds, and there is no line of ours to blank anyway.
         let line = padded(me.line(), len);
         if let Err(e) = claim(&file, len, &me, &line, &path) {
             let_go(id, session);
@@ -192,7 +193,7 @@ fn claim(file: &File, len: u64, me: &Holder, line: &str, path: &Path) -> Result<
         match Holder::parse(&text) {
             // Blank: released. Unreadable: a write cut short by a crash.
             None => {}
-            // Ours but not in the table: a logout of ours that could not empty the file.
+            // Ours but not in the table: a logout of ours that could not blank the file.
             Some(old) if (old.pid, old.start, &old.boot) == (me.pid, me.start, &me.boot) => {}
             Some(old) if alive(&old) => return Err(OpenError::InUse),
             Some(old) => warn!(
@@ -448,7 +449,7 @@ mod tests {
         drop(lock);
         fs::write(dir.join(LOCK_FILE), "").expect("empty");
 
-        // A release empties only its own line: here someone else wrote theirs meanwhile.
+        // A release blanks only its own line: here someone else wrote theirs meanwhile.
         let lock = MaildropLock::acquire(&dir).expect("free again");
         fs::write(dir.join(LOCK_FILE), &line).expect("write");
         drop(lock);
