@@ -4,9 +4,11 @@
     python3 bench/sittings.py bench/results/A/results.jsonl bench/results/B/results.jsonl
 
 For each figure: popstate ÷ probe (or ÷ Dovecot, for the first login) in every round of every
-sitting, each sitting's median, and the median over all rounds. A target counts as met only
-when every sitting's median meets it (the issue: "in the median of at least two sittings on
-different hours").
+sitting, each sitting's median, and the median over all rounds of all the sittings given. A
+target counts as met when that median meets it and at least two sittings are given (the issue:
+"in the median of at least two sittings on different hours"; the hours are the caller's to
+choose, and every sitting of the code should be given, not a chosen few). The last column says
+how many sittings met it on their own, so a verdict that rests on a thin margin shows as one.
 """
 
 import json
@@ -45,8 +47,8 @@ def values(rows, label, mode, param, value, metric):
 def main():
     sittings = [(path, load(path)) for path in sys.argv[1:]]
     print("| figure | " + " | ".join(f"sitting {i + 1}: per round → median" for i in range(len(sittings)))
-          + " | all rounds | target | met? |")
-    print("|---|" + "---|" * len(sittings) + "---|---|---|")
+          + " | all rounds | target | met? | sittings that met it |")
+    print("|---|" + "---|" * len(sittings) + "---|---|---|---|")
     for label, mode, param, value, metric, other, target, higher in FIGURES:
         cells, everything, medians = [], [], []
         for _, rows in sittings:
@@ -64,10 +66,15 @@ def main():
             everything.extend(qs)
             cells.append(", ".join(show(q, other, higher) for q in qs) + f" → **{show(med, other, higher)}**")
         overall = show(statistics.median(everything), other, higher) if everything else "–"
-        met = bool(medians) and all((m >= target) if higher else (m <= target) for m in medians)
+        met = len(medians) >= 2 and meets(statistics.median(everything), target, higher)
+        alone = sum(1 for m in medians if meets(m, target, higher))
         goal = (f"≥ {show(target, other, True)}" if higher else f"≤ {show(target, other, False)}")
         print(f"| {label}{' ÷ ' + other if other else ''} | " + " | ".join(cells)
-              + f" | {overall} | {goal} | {'yes' if met else '**no**'} |")
+              + f" | {overall} | {goal} | {'yes' if met else '**no**'} | {alone} of {len(medians)} |")
+
+
+def meets(q, target, higher):
+    return q >= target if higher else q <= target
 
 
 def show(q, other, higher):
