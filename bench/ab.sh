@@ -7,13 +7,19 @@
 #   bench/ab.sh OLD-BINARY NEW-BINARY ...      # after bench/mkmaildrop.py
 #
 # Use it to decide whether a change is worth a bench/run.sh sitting; it does not replace one.
-# env: DATA (/tmp/popstate-bench)   ROUNDS (5)   SECONDS_EACH (4)
+# env: DATA (/tmp/popstate-bench)   ROUNDS (5)   SECONDS_EACH (4)   LOADS ("retr sessions")
+#      CLIENTS (16) and RETRS (every message) for the sessions load: CLIENTS=1, or RETRS=0 for
+#      login and listings alone, show where a session's cost comes from (docs/performance.md).
 # Everything on 127.0.0.1:12130 and up; every process it starts is stopped by PID at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${DATA:-/tmp/popstate-bench}"
 ROUNDS="${ROUNDS:-5}"
 SECONDS_EACH="${SECONDS_EACH:-4}"
+LOADS="${LOADS:-retr sessions}"
+CLIENTS="${CLIENTS:-16}"
+SESSION_FLAGS=(--clients "$CLIENTS")
+[ -n "${RETRS:-}" ] && SESSION_FLAGS+=(--retrs "$RETRS")
 [ $# -ge 1 ] || { echo "usage: bench/ab.sh BINARY [BINARY...]" >&2; exit 2; }
 [ -f "$DATA/users" ] || { echo "ab.sh: no maildrops in $DATA: run bench/mkmaildrop.py" >&2; exit 1; }
 cargo build --release --quiet --example loadgen
@@ -60,7 +66,8 @@ if mode == "retr":
     print(f"{round_} retr     {name:8} {mb:7.0f} MB/s        server CPU {cpu_s * 1000 / (mb * secs):.3f} ms per MB")
 else:
     s = d["sessions_per_s"]
-    print(f"{round_} sessions {name:8} {s:7.0f} sessions/s  server CPU {cpu_s * 1000 / (s * secs):.3f} ms per session")
+    # The server also served the one-second warm-up of the generator, at about the same rate.
+    print(f"{round_} sessions {name:8} {s:7.0f} sessions/s  server CPU {cpu_s * 1000 / (s * (secs + 1)):.3f} ms per session")
 ' "$name" "$round" "$mode" "$(awk -v a="$after" -v b="$before" -v t="$(getconf CLK_TCK)" 'BEGIN { print (a - b) / t }')" "$SECONDS_EACH"
 }
 
@@ -70,7 +77,7 @@ for name in "${NAMES[@]}"; do   # warm-up: page cache, listings, the probe's pre
 done
 for r in $(seq "$ROUNDS"); do
   for name in "${NAMES[@]}"; do
-    measure "$name" "round$r" retr --user big
-    measure "$name" "round$r" sessions --clients 16
+    case " $LOADS " in *" retr "*) measure "$name" "round$r" retr --user big ;; esac
+    case " $LOADS " in *" sessions "*) measure "$name" "round$r" sessions "${SESSION_FLAGS[@]}" ;; esac
   done
 done

@@ -10,7 +10,8 @@
 //!                                                   answers from memory, one thread per client
 //! sessions --addr ADDR --clients C --seconds D      C clients, each its own user (u0001, u0002,
 //!          [--users-prefix u --password P]          ...), repeat USER PASS STAT LIST UIDL, RETR
-//!                                                   of every message, QUIT for D seconds
+//!          [--retrs N]                              of every message (or the first N), QUIT
+//!                                                   for D seconds
 //! retr     --addr ADDR --user big [--seconds D]     RETR one message again and again: MB/s
 //! latency  --addr ADDR [--user u0001 --count N]     NOOP round trips: p50, p99 in µs
 //! idle     --addr ADDR --sessions N --hold S        hold N logged-in sessions; the server's

@@ -35,6 +35,9 @@ pub fn sessions(args: &Args) -> Result<String, String> {
     let warmup: f64 = args.number("warmup", 1.0, 60.0)?;
     let prefix = args.text("users-prefix", Some("u"))?;
     let password = args.text("password", Some("benchpass"))?;
+    // `--retrs N`: retrieve only the first N messages of each session, to see what the
+    // messages cost apart from the login and the listings (docs/performance.md, round 2).
+    let retrs: usize = args.number("retrs", ALL_MESSAGES, ALL_MESSAGES)?;
 
     let start = Instant::now();
     let window_start = start + Duration::from_secs_f64(warmup);
@@ -46,7 +49,7 @@ pub fn sessions(args: &Args) -> Result<String, String> {
         let worker = thread::Builder::new()
             .name(format!("client-{i}"))
             .stack_size(256 * 1024)
-            .spawn(move || client_loop(addr, &user, &password, window_start, window_end))
+            .spawn(move || client_loop(addr, &user, &password, retrs, window_start, window_end))
             .map_err(|e| format!("cannot start client thread {i}: {e}"))?;
         workers.push(worker);
     }
@@ -76,9 +79,12 @@ pub fn sessions(args: &Args) -> Result<String, String> {
         percentile(&total.latencies_ms, 99.0),
         total.errors
     );
-    Ok(Json::new("sessions")
-        .common(args)
-        .int("clients", clients as u64)
+    let mut json = Json::new("sessions");
+    json.common(args).int("clients", clients as u64);
+    if retrs != ALL_MESSAGES {
+        json.int("retrs", retrs as u64);
+    }
+    Ok(json
         .number("seconds", seconds)
         .int("sessions", total.sessions)
         .number("sessions_per_s", rate)
@@ -92,6 +98,9 @@ pub fn sessions(args: &Args) -> Result<String, String> {
         .finish())
 }
 // ANCHOR_END: sessions
+
+/// The default of `--retrs`: every message, however many the maildrop has (and the limit).
+const ALL_MESSAGES: usize = 1_000_000;
 
 #[derive(Default)]
 struct ClientTotals {
@@ -107,6 +116,7 @@ fn client_loop(
     addr: SocketAddr,
     user: &str,
     password: &str,
+    retrs: usize,
     window_start: Instant,
     window_end: Instant,
 ) -> ClientTotals {
@@ -122,7 +132,7 @@ fn client_loop(
         if began >= window_end {
             break;
         }
-        let result = one_session(addr, user, password, &mut body, &mut known);
+        let result = one_session(addr, user, password, retrs, &mut body, &mut known);
         let ended = Instant::now();
         let counted = ended >= window_start && ended <= window_end;
         match result {
@@ -153,11 +163,13 @@ fn client_loop(
 
 // ANCHOR: one_session
 /// A whole session as a mail client does it: greeting, USER, PASS, STAT, LIST, UIDL, RETR of
-/// every message, QUIT, and the server closing. Returns (commands sent, payload octets).
+/// every message (or of the first `retrs`), QUIT, and the server closing. Returns (commands
+/// sent, payload octets).
 fn one_session(
     addr: SocketAddr,
     user: &str,
     password: &str,
+    retrs: usize,
     body: &mut Body,
     known: &mut Vec<usize>,
 ) -> Result<(u64, u64), Failure> {
@@ -187,7 +199,8 @@ fn one_session(
     }
 
     let mut payload = 0;
-    for (i, (n, listed_size)) in sizes.iter().enumerate() {
+    let mut retrieved = 0;
+    for (i, (n, listed_size)) in sizes.iter().enumerate().take(retrs) {
         let listed_size: u64 = listed_size.trim().parse().unwrap_or(0);
         match known.get(i) {
             Some(&len) => {
@@ -211,10 +224,11 @@ fn one_session(
             }
         }
         payload += listed_size;
+        retrieved += 1;
     }
     conn.command("QUIT")?;
     conn.expect_close()?;
-    Ok((6 + count, payload))
+    Ok((6 + retrieved, payload))
 }
 // ANCHOR_END: one_session
 
