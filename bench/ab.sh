@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/ab.sh: two or more popstate builds and the limit probe, interleaved round by round, on
 # the two loads where popstate's CPU is the limit: RETR of the 100 MB message and sessions with
-# 16 clients. For each run it prints the rate and the server's CPU per MB or per session (from
+# 16 clients (by default; see CLIENTS and RETRS below). For each run it prints the rate and the server's CPU per MB or per session (from
 # /proc/PID/stat), which is steadier on a shared machine than the rate itself.
 #
 #   bench/ab.sh OLD-BINARY NEW-BINARY ...      # after bench/mkmaildrop.py
