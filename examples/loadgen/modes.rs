@@ -549,3 +549,68 @@ fn drop_caches() -> std::io::Result<()> {
     std::process::Command::new("sync").status()?;
     std::fs::write("/proc/sys/vm/drop_caches", "3")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    /// A scripted server for one session over a real socket: two messages, every command
+    /// answered, and the command lines it received returned when the client has gone.
+    fn scripted_server() -> (SocketAddr, thread::JoinHandle<Vec<String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let server = thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut input = BufReader::new(stream.try_clone().expect("clone"));
+            let mut out = stream;
+            let mut seen = Vec::new();
+            out.write_all(b"+OK ready\r\n").expect("greeting");
+            let mut line = String::new();
+            while input.read_line(&mut line).expect("read") > 0 {
+                let command = line.trim_end().to_string();
+                line.clear();
+                let reply: &[u8] = match command.as_str() {
+                    "STAT" => b"+OK 2 8\r\n",
+                    "LIST" => b"+OK\r\n1 4\r\n2 4\r\n.\r\n",
+                    "UIDL" => b"+OK\r\n1 a\r\n2 b\r\n.\r\n",
+                    "RETR 1" | "RETR 2" => b"+OK 4 octets\r\nab\r\n.\r\n",
+                    _ => b"+OK\r\n",
+                };
+                out.write_all(reply).expect("reply");
+                let quit = command == "QUIT";
+                seen.push(command);
+                if quit {
+                    break;
+                }
+            }
+            seen
+        });
+        (addr, server)
+    }
+
+    #[test]
+    fn retrs_limits_the_retrievals_of_a_session_and_its_command_count() {
+        for (retrs, retrieved) in [
+            (0, vec![]),
+            (1, vec!["RETR 1"]),
+            (ALL_MESSAGES, vec!["RETR 1", "RETR 2"]),
+        ] {
+            let (addr, server) = scripted_server();
+            let (mut body, mut known) = (Body::default(), Vec::new());
+            let (commands, payload) =
+                one_session(addr, "u0001", "pw", retrs, &mut body, &mut known).expect("session");
+            let seen = server.join().expect("server");
+            let retr: Vec<&str> = seen
+                .iter()
+                .map(String::as_str)
+                .filter(|c| c.starts_with("RETR"))
+                .collect();
+            assert_eq!(retr, retrieved, "--retrs {retrs}");
+            assert_eq!(commands, 6 + retrieved.len() as u64);
+            assert_eq!(payload, 4 * retrieved.len() as u64);
+            assert_eq!(seen.last().map(String::as_str), Some("QUIT"));
+        }
+    }
+}
