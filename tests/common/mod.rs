@@ -16,7 +16,7 @@ use std::time::Duration;
 use popstate::maildir::MaildirStore;
 use popstate::maildrop::Store;
 use popstate::mbox::MboxStore;
-use popstate::server::{Config, Server};
+use popstate::server::{Config, Security, Server};
 use popstate::users::Users;
 
 /// A folder below the system's temporary folder, removed when dropped.
@@ -274,12 +274,39 @@ pub fn server_with_users(users: &str, config: Config) -> TestServer {
     Backend::Maildir.server_with_users(users, config)
 }
 
+/// Like [`server_with_users`] (Maildir), with a second listener on `[::1]:0`, whose address it
+/// returns too. A client there comes from `::1`, not `127.0.0.1`, so the per-address session
+/// limit counts it apart from the clients of `TestServer::addr`.
+pub fn server_with_users_and_ipv6(users: &str, config: Config) -> (TestServer, SocketAddr) {
+    let dir = TempDir::new("users");
+    let backend = Backend::Maildir;
+    fs::create_dir_all(dir.path().join(backend.root_name())).expect("root");
+    fs::write(dir.path().join("users"), users).expect("users");
+    let ipv6 = TcpListener::bind("[::1]:0").expect("bind [::1]:0 (is IPv6 loopback up?)");
+    let ipv6_addr = ipv6.local_addr().expect("addr");
+    (start_on(dir, config, backend, Some(ipv6)), ipv6_addr)
+}
+
 fn start(dir: TempDir, config: Config, backend: Backend) -> TestServer {
+    start_on(dir, config, backend, None)
+}
+
+/// Starts a server on `127.0.0.1:0`, and on `extra` too if given.
+fn start_on(
+    dir: TempDir,
+    config: Config,
+    backend: Backend,
+    extra: Option<TcpListener>,
+) -> TestServer {
     let text = fs::read_to_string(dir.path().join("users")).expect("users file");
     let users = Users::parse(&text).expect("valid users file");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listeners = std::iter::once(listener)
+        .chain(extra)
+        .map(|l| (l, Security::Plain))
+        .collect();
     let store = backend.store(dir.path().join(backend.root_name()));
-    let server = Server::new(listener, users, store, config);
+    let server = Server::with_listeners(listeners, users, store, config);
     let addr = server.local_addr().expect("addr");
     thread::spawn(move || server.serve());
     TestServer { addr, dir, backend }
