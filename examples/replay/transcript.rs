@@ -13,7 +13,9 @@
 //! Server lines are compared as they are on the wire: a multi-line reply keeps its stuffing dots
 //! and ends with `S: .`; an empty line may be written `S:`. The one exception is an APOP
 //! timestamp at the end of a `+OK` line (the greeting): it differs on every connection (RFC 1939
-//! §7), so it is left out of the comparison on both sides. Shared by `examples/replay.rs` (any
+//! §7), so it is left out of the comparison on both sides. A `[LOGIN-DELAY]` reply's "try again
+//! in N seconds" may show fewer seconds than the transcript, never more or none: it counts down
+//! from the last login (RFC 2449 §8.1.1), and the transcript shows its first second. Shared by `examples/replay.rs` (any
 //! server, from the command line) and `tests/transcripts.rs` (the book's fixtures).
 
 use std::fmt;
@@ -98,9 +100,33 @@ pub fn replay(transcript: &str, addr: &str) -> Result<(), Difference> {
 }
 // ANCHOR_END: replay
 
-/// Whether a server line is the one the transcript shows, APOP timestamps aside.
+/// Whether a server line is the one the transcript shows, APOP timestamps aside, and a
+/// LOGIN-DELAY countdown allowed to have run down since the moment the transcript shows.
 fn same_line(got: &[u8], expected: &[u8]) -> bool {
-    without_timestamp(got) == without_timestamp(expected)
+    let (got, expected) = (without_timestamp(got), without_timestamp(expected));
+    match (countdown(got), countdown(expected)) {
+        // The server rounds up, so a reply within the first second of the delay says the whole
+        // delay; the transcript shows that, and a busy machine may be a second or more later.
+        (Some((got_text, left)), Some((expected_text, shown))) => {
+            got_text == expected_text && 0 < left && left <= shown
+        }
+        _ => got == expected,
+    }
+}
+
+/// `-ERR [LOGIN-DELAY] ... try again in 60 seconds` as the text before the number and the
+/// number; other lines give `None`.
+fn countdown(line: &[u8]) -> Option<(&[u8], u64)> {
+    let text = std::str::from_utf8(line).ok()?;
+    let before = text
+        .strip_prefix("-ERR [LOGIN-DELAY] ")?
+        .strip_suffix(" seconds")?;
+    let (before, number) = before.rsplit_once(' ')?;
+    if !before.ends_with(" try again in") {
+        return None;
+    }
+    let text_len = "-ERR [LOGIN-DELAY] ".len() + before.len();
+    Some((&line[..text_len], number.parse().ok()?))
 }
 
 /// `+OK text <1234.5@host>` without ` <1234.5@host>`: other lines as they are.
@@ -355,5 +381,38 @@ impl Connection {
                 got: heard.describe(self.tag),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_line;
+
+    const SHOWN: &[u8] =
+        b"-ERR [LOGIN-DELAY] alice may log in once every 60 seconds: try again in 60 seconds";
+
+    #[test]
+    fn a_login_delay_countdown_may_run_down_but_not_up_and_the_text_must_match() {
+        assert!(same_line(SHOWN, SHOWN));
+        assert!(same_line(
+            b"-ERR [LOGIN-DELAY] alice may log in once every 60 seconds: try again in 58 seconds",
+            SHOWN
+        ));
+        for wrong in [
+            &b"-ERR [LOGIN-DELAY] alice may log in once every 60 seconds: try again in 61 seconds"
+                [..],
+            b"-ERR [LOGIN-DELAY] alice may log in once every 60 seconds: try again in 0 seconds",
+            b"-ERR [LOGIN-DELAY] alice may log in once every 60 seconds: try again in x seconds",
+            b"-ERR [LOGIN-DELAY] bob may log in once every 60 seconds: try again in 59 seconds",
+            b"-ERR [LOGIN-DELAY] alice may log in once every 90 seconds: try again in 59 seconds",
+        ] {
+            assert!(
+                !same_line(wrong, SHOWN),
+                "{}",
+                String::from_utf8_lossy(wrong)
+            );
+        }
+        // Other lines are compared as they are.
+        assert!(!same_line(b"+OK 6 29816", b"+OK 6 29815"));
     }
 }
