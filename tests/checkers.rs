@@ -248,9 +248,11 @@ fn exercise_5_not_yet_then_solved() {
 
 #[test]
 fn exercise_6_wrong_predictions_are_not_yet_and_right_ones_solved() {
-    let server = unchanged(&["--idle-timeout", "2"]);
-    assert_not_yet(&server, &["6", "--idle-timeout", "2", "answer", "answer"]);
-    assert_solved(&server, &["6", "--idle-timeout", "2", "close", "answer"]);
+    // The fast trickle must finish its line within the idle time on a busy machine: it takes
+    // half of it, so 3 s leaves a second and a half to spare.
+    let server = unchanged(&["--idle-timeout", "3"]);
+    assert_not_yet(&server, &["6", "--idle-timeout", "3", "answer", "answer"]);
+    assert_solved(&server, &["6", "--idle-timeout", "3", "close", "answer"]);
 }
 
 #[test]

@@ -432,8 +432,7 @@ fn x11_expire_removes_retrieved_old_messages_at_quit_only(backend: Backend) {
     c.multiline();
     assert!(c.cmd("DELE 4").starts_with("+OK"));
     // A session that ends without QUIT expires nothing (RFC 1939 §6).
-    drop(c);
-    thread::sleep(Duration::from_millis(200));
+    c.hang_up();
     let mut c = server.login("alice", "wonderland");
     assert!(c.cmd("STAT").starts_with("+OK 6 "));
     for n in [1, 2] {

@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -411,6 +411,16 @@ impl Client {
     pub fn is_closed(&mut self) -> bool {
         let mut byte = [0u8; 1];
         matches!(self.reader.read(&mut byte), Ok(0))
+    }
+
+    /// Goes away without QUIT, and returns once the server has closed its side: the session is
+    /// over by then, its lock released and nothing of it carried out (RFC 1939 §6).
+    pub fn hang_up(mut self) {
+        self.writer.shutdown(Shutdown::Write).expect("shutdown");
+        assert!(
+            self.is_closed(),
+            "the server did not close after the client went away"
+        );
     }
 }
 
