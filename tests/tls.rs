@@ -955,7 +955,14 @@ fn note22_failed_handshakes_leave_no_threads_or_files_behind() {
         addrs.push(addr);
     }
     let (plain, tls) = (addrs[0], addrs[1]);
-    // Let the server settle, then count.
+    // The listening lines come before the second listener's thread starts: one closed session on
+    // each listener shows both accept loops running. Then let the server settle, and count.
+    let mut c = Client::connect(plain);
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    assert!(c.is_closed());
+    let mut probe = TcpStream::connect(tls).expect("connect");
+    probe.write_all(b"garbage\r\n\r\n").expect("send");
+    assert!(closed_within(&mut probe, Duration::from_secs(10)).is_some());
     thread::sleep(Duration::from_millis(300));
     let (threads, files) = (binary.threads(), binary.open_files());
     let hello = client_hello(client_config(&cert));
