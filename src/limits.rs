@@ -30,12 +30,12 @@ pub const MAX_SASL_RESPONSE: usize = 1026;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A write that makes no progress for this long means the client stopped reading: the session
-/// ends (without UPDATE) and its lock is released. The timeout bounds one write call: a call
-/// that runs out of time after the kernel took in part of it returns that part, which counts as
-/// progress, and the kernel can find room for a little more by compacting the stalled client's
-/// full receive queue. So a client that stops reading is ended after two or three times this
-/// (three with 1 MiB writes, measured on loopback), while a slow client that does read keeps its
-/// session however long a message takes.
+/// ends (without UPDATE) and its lock is released. It bounds one write call: a call that runs
+/// out of time after the kernel took in part of it returns that part, which counts as progress,
+/// and the kernel finds room for a little more by compacting the stalled client's full receive
+/// queue. So a client that stops reading is ended after about three times this (measured on
+/// loopback, 1 MiB writes); one that keeps reading, however slowly, is never cut off, and holds
+/// its session and its lock for as long as it does.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Each session thread's stack. Sessions recurse nowhere and keep big buffers on the heap; the

@@ -2,9 +2,9 @@
 //! and write timers, garbage on the wire, and clients that stall.
 //!
 //! Every test starts a real server on 127.0.0.1:0 (one also on [::1]:0) with short limits (the
-//! `Config` fields of src/server.rs) and checks three things after the abuse: the bad session got `-ERR` or was
-//! closed, a session that was not closed is still in step (the next good command gets the right
-//! reply), and nobody else was slowed down. Faults inside the server itself (a panicking session,
+//! `Config` fields of src/server.rs) and checks three things after the abuse: the bad session got
+//! `-ERR` or was closed, a session that was not closed is still in step (the next good command
+//! gets the right reply), and nobody else was slowed down. Faults inside the server itself (a panicking session,
 //! a server killed during UPDATE) are in tests/faults.rs.
 //!
 //! The bounds are generous on purpose: the suite must pass on a busy two-core machine.
@@ -808,7 +808,7 @@ fn hostile_every_command_with_bad_arguments_gets_err_in_step() {
 fn hostile_sessions_do_not_slow_down_other_sessions() {
     // The hostile clients come from another address (::1) than the ordinary one (127.0.0.1), as
     // they would in the wild. Their connect-and-drop loops open connections faster than a busy
-    // machine ends those sessions (70 at once were seen here); from one address, they could
+    // machine ends those sessions (up to 71 at once on a quiet machine here); from one address, they could
     // fill every place, and the server would rightly refuse the ordinary client with [SYS/TEMP].
     // The per-address limit is what keeps places free for everybody else, so it is set here
     // well below the total.
@@ -975,6 +975,7 @@ fn stall_a_client_that_stops_reading_is_ended_by_the_write_timeout_without_updat
     let mut hog = server.login("big", "huge");
     assert!(hog.cmd("DELE 1").starts_with("+OK"));
     assert!(hog.cmd("DELE 3").starts_with("+OK"));
+    let sent = Instant::now();
     hog.send("RETR 2");
     // The session is busy writing: its lock is held.
     thread::sleep(Duration::from_millis(200));
@@ -982,16 +983,17 @@ fn stall_a_client_that_stops_reading_is_ended_by_the_write_timeout_without_updat
     early.cmd("USER big");
     assert_err(&early.cmd("PASS huge"), "[IN-USE]");
 
-    // After the write timeout (and long before the 60 s idle timer) the session is gone, its
-    // marks forgotten and its lock released, while the hog still holds its socket open. It
-    // takes about three write timeouts here, not one: a write that times out after the kernel
-    // took in part of it returns that part, and the kernel finds room once more by compacting
-    // the hog's full receive queue; only a write that gets nothing at all fails
-    // (limits::WRITE_TIMEOUT).
-    let (mut c, waited) = login_when_free(&server, "big", "huge", Duration::from_secs(40));
+    // The write timeout, not the idle timer (60 s, and it runs only while the session reads),
+    // ends the session: its marks are forgotten and its lock released, while the hog still
+    // holds its socket open. It takes about three write timeouts here, not one: a write that
+    // times out after the kernel took in part of it returns that part, and the kernel finds room
+    // once more by compacting the hog's full receive queue; only a write that gets nothing at
+    // all fails (limits::WRITE_TIMEOUT).
+    let (mut c, _) = login_when_free(&server, "big", "huge", Duration::from_secs(40));
+    let ended = sent.elapsed();
     assert!(
-        waited < Duration::from_secs(30),
-        "lock released after {waited:?}"
+        ended >= write_timeout && ended < write_timeout * 5,
+        "lock released {ended:?} after the RETR, with a write timeout of {write_timeout:?}"
     );
     assert!(c.cmd("STAT").starts_with("+OK 3 "), "all three messages");
     for n in [1, 3] {
@@ -1023,31 +1025,28 @@ fn auth_unknown_user_and_wrong_password_look_the_same_in_text_and_time() {
     for _ in 0..10 {
         try_login("alice", "x");
     }
-    // Each PASS takes tens of microseconds, so a busy machine's scheduling can outweigh it: the
-    // fastest tenth of each set is compared (the cost of the work itself, without the waits),
-    // in up to three rounds. A real difference in the work shows in every round.
-    let mut rounds = Vec::new();
-    for _ in 0..3 {
-        let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
-        for i in 0..60 {
-            let (t, reply_unknown) = try_login(&format!("nobody{i}"), "wonderlane");
-            unknown.push(t);
-            let (t, reply_wrong) = try_login("alice", "wonderlane");
-            wrong.push(t);
-            assert_eq!(reply_unknown, reply_wrong, "the same text");
-        }
-        unknown.sort();
-        wrong.sort();
-        let (fast_unknown, fast_wrong) = (unknown[6], wrong[6]);
-        let ratio = fast_unknown.as_secs_f64() / fast_wrong.as_secs_f64();
-        rounds.push(format!(
-            "unknown user {fast_unknown:?} vs wrong password {fast_wrong:?}: ratio {ratio:.2}"
-        ));
-        if (0.5..=2.0).contains(&ratio) {
-            return;
-        }
+    // A PASS round trip takes a few microseconds, so on a busy machine the waits for a CPU can
+    // outweigh it and they come in bursts; the 10th percentile of each set, where those waits
+    // are fewest, is compared, over 180 of each.
+    let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
+    for i in 0..180 {
+        let (t, reply_unknown) = try_login(&format!("nobody{i}"), "wonderlane");
+        unknown.push(t);
+        let (t, reply_wrong) = try_login("alice", "wonderlane");
+        wrong.push(t);
+        assert_eq!(reply_unknown, reply_wrong, "the same text");
     }
-    panic!("the fastest tenth differs in every round: {rounds:#?}");
+    unknown.sort();
+    wrong.sort();
+    let (fast_unknown, fast_wrong) = (unknown[18], wrong[18]);
+    let ratio = fast_unknown.as_secs_f64() / fast_wrong.as_secs_f64();
+    assert!(
+        (0.5..=2.0).contains(&ratio),
+        "10th percentile: unknown user {fast_unknown:?} vs wrong password {fast_wrong:?}, \
+         ratio {ratio:.2}; medians {:?} vs {:?}",
+        unknown[90],
+        wrong[90]
+    );
 }
 
 /// A running `popstate` binary, killed when dropped.
