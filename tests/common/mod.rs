@@ -108,10 +108,15 @@ impl Backend {
 
     /// A server with the given users and no mail.
     pub fn server_with_users(self, users: &str, config: Config) -> TestServer {
+        start(self.users_folder(users), config, self)
+    }
+
+    /// A folder with a users file and an empty storage root, for a server to start on.
+    fn users_folder(self, users: &str) -> TempDir {
         let dir = TempDir::new("users");
         fs::create_dir_all(dir.path().join(self.root_name())).expect("root");
         fs::write(dir.path().join("users"), users).expect("users");
-        start(dir, config, self)
+        dir
     }
 
     /// alice's demo unique-ids, message by message: Maildir names, or mbox hashes (fixed here
@@ -278,10 +283,8 @@ pub fn server_with_users(users: &str, config: Config) -> TestServer {
 /// returns too. A client there comes from `::1`, not `127.0.0.1`, so the per-address session
 /// limit counts it apart from the clients of `TestServer::addr`.
 pub fn server_with_users_and_ipv6(users: &str, config: Config) -> (TestServer, SocketAddr) {
-    let dir = TempDir::new("users");
     let backend = Backend::Maildir;
-    fs::create_dir_all(dir.path().join(backend.root_name())).expect("root");
-    fs::write(dir.path().join("users"), users).expect("users");
+    let dir = backend.users_folder(users);
     let ipv6 = TcpListener::bind("[::1]:0").expect("bind [::1]:0 (is IPv6 loopback up?)");
     let ipv6_addr = ipv6.local_addr().expect("addr");
     (start_on(dir, config, backend, Some(ipv6)), ipv6_addr)
